@@ -1,0 +1,108 @@
+"""`tts-export`: CosyVoice model bundle -> artifact pack (ONNX graphs, I/O specs, test vectors, manifest)."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from specs.errors import ToolError, cli_entry
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="Pack directory to write (written atomically: a temporary "
+                             "sibling directory is renamed into place only when every check passed)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", "-m", help="CosyVoice bundle directory, e.g. "
+                                             "CosyVoice2-0.5B/ (cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, ...)."),
+    random_init: Optional[str] = typer.Option(None, "--random-init", help="Instead of --model-dir, make a bundle "
+                                              "with seeded random weights: 'tiny' (small config, seconds) or "
+                                              "'full' (the shipped CosyVoice2-0.5B sizes)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --random-init weights and for the test vectors."),
+    keep_bundle: Optional[Path] = typer.Option(None, "--keep-bundle", help="With --random-init: also keep the "
+                                               "random bundle in this directory (default: a temporary one)."),
+    graphs: Optional[List[str]] = typer.Option(None, "--graphs", "-g", help="Export only these graphs "
+                                               "(repeat or comma-separate). Default: all."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 variant of the graphs that declare "
+                              "FP16 tolerances, checked against the FP32 PyTorch outputs."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim and keep its graph only "
+                                  "if it still passes every test vector."),
+    verify_official: bool = typer.Option(False, "--verify-official", help="Check the size and sha256 of known "
+                                         "official files (llm.pt, flow.pt, hift.pt, ...) before exporting."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pack at --out."),
+):
+    """Export a CosyVoice bundle to an artifact pack and check every graph against upstream PyTorch.
+
+    Every graph is checked with onnx.checker, compared on ONNX Runtime with the upstream PyTorch module
+    on its test cases (first chunk with empty caches, steady-state and final chunks) under the tolerances
+    its I/O spec states, and simplified with onnxsim only if the outputs still match. Any failure exits
+    non-zero and writes nothing.
+
+    Examples:
+
+      tts-export --random-init tiny --out build/tiny-pack
+
+      tts-export --model-dir CosyVoice2-0.5B --out cv2-pack --verify-official
+    """
+    from rich.console import Console
+
+    import logging
+
+    from exporters.export_graph import ExportOptions
+    from exporters.pack_export import export_pack
+
+    console = Console(stderr=True, soft_wrap=True)
+    log = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
+    logging.getLogger().setLevel(logging.WARNING)  # upstream logs INFO lines while building modules
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
+    if (model_dir is None) == (random_init is None):
+        raise ToolError("tts-export", "give exactly one of --model-dir or --random-init",
+                        "--model-dir DIR for a real bundle, --random-init tiny|full for a random one")
+    t0 = time.time()
+    opts = ExportOptions(seed=seed, simplify=simplify, fp16=fp16, log=log)
+    tmp_root = None
+    try:
+        ri = None
+        if random_init is not None:
+            from exporters.random_init import make_random_bundle
+
+            if keep_bundle is not None:
+                model_dir = keep_bundle
+            else:
+                tmp_root = Path(tempfile.mkdtemp(prefix="cosyvoice-random-"))
+                model_dir = tmp_root / "bundle"
+            with console.status(f"making a {random_init} random-init bundle (seed {seed})") as status:
+                make_random_bundle(model_dir, random_init, seed, progress=lambda m: status.update(m))
+            log(f"random-init bundle ({random_init}, seed {seed}) at {model_dir}")
+            ri = {"size": random_init, "seed": seed}
+        result = export_pack(model_dir, out, names, opts, overwrite=overwrite, verify_official=verify_official,
+                             random_init=ri, log=log)
+    finally:
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    for g in result.graphs:
+        worst = max(g.comparisons, key=lambda c: c.max_abs)
+        log(f"  {g.name}: {len(g.comparisons)} outputs passed, max_abs {worst.max_abs:.2e} "
+            f"({worst.label.split('/', 1)[1]}), simplified={g.simplified}")
+    log(f"PASSED | {time.time() - t0:.1f} s | tts-export {result.path}")
+
+
+@cli_entry
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

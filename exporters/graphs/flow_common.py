@@ -1,0 +1,60 @@
+"""Pieces shared by the flow graphs (encoder, estimator): facts for the runtime and realistic inputs."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def cfm_facts(model) -> dict:
+    """What the runtime needs to run the ODE exactly as upstream's CausalConditionalCFM does."""
+    dec = model.flow.decoder
+    return {
+        "n_timesteps": 10,  # hard-coded in CausalMaskedDiffWithXvec.inference
+        "t_scheduler": str(dec.t_scheduler),
+        "inference_cfg_rate": float(dec.inference_cfg_rate),
+        "solver": "euler",
+        "noise": "data:flow.rand_noise",
+        "mel_bins": int(model.flow.output_size),
+        "token_mel_ratio": int(model.flow.token_mel_ratio),
+    }
+
+
+def ode_time(step: int, n_timesteps: int = 10, scheduler: str = "cosine") -> float:
+    """t fed to the estimator at `step` (0-based), accumulated in float32 as upstream's solve_euler does."""
+    import torch
+
+    t_span = torch.linspace(0, 1, n_timesteps + 1, dtype=torch.float32)
+    if scheduler == "cosine":
+        t_span = 1 - torch.cos(t_span * 0.5 * torch.pi)
+    t, dt = t_span[0], t_span[1] - t_span[0]
+    for k in range(1, step + 1):
+        t = t + dt
+        dt = t_span[k + 1] - t
+    return float(t)
+
+
+def flow_reference_inputs(model, seed: int, n_prompt: int, n_gen: int, step: int):
+    """mu / spks / cond / x / t as the flow would feed the estimator at ODE `step`, for random tokens.
+
+    Returns numpy arrays with batch 1: mu (1,80,F), spks (1,80), cond (1,80,F), x (1,80,F), t (float).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    flow = model.flow
+    g = torch.Generator().manual_seed(seed)
+    n = n_prompt + n_gen
+    tokens = torch.randint(0, flow.vocab_size, (1, n), generator=g)
+    with torch.no_grad():
+        spks = flow.spk_embed_affine_layer(F.normalize(torch.randn(1, 192, generator=g), dim=1))
+        emb = flow.input_embedding(tokens)
+        h, _ = flow.encoder(emb, torch.tensor([n], dtype=torch.int32))
+        mu = flow.encoder_proj(h).transpose(1, 2).contiguous()
+    frames = mu.shape[2]
+    cond = torch.zeros(1, flow.output_size, frames)
+    prompt_frames = flow.token_mel_ratio * n_prompt
+    cond[:, :, :prompt_frames] = -5.0 + 2.0 * torch.randn(1, flow.output_size, prompt_frames, generator=g)
+    t = ode_time(step, scheduler=str(flow.decoder.t_scheduler))
+    z = flow.decoder.rand_noise[:, :, :frames]
+    x = (1 - t) * z + t * mu  # a plausible state on the path from noise to data
+    return (mu.numpy().astype(np.float32), spks.numpy().astype(np.float32), cond.numpy().astype(np.float32),
+            x.numpy().astype(np.float32), t)

@@ -1,0 +1,30 @@
+"""JSON Schemas of the pack files, and one validation helper that names the file and field."""
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+
+import jsonschema
+
+from specs.errors import ToolError
+
+SCHEMAS = ("io_spec", "manifest", "plan_meta")
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(name: str) -> dict:
+    if name not in SCHEMAS:
+        raise KeyError(name)
+    return json.loads(resources.files("specs.schema").joinpath(f"{name}.schema.json").read_text())
+
+
+def validate_json(doc: dict, schema: str, source: str) -> None:
+    """Validate `doc` against schema `schema`; raise ToolError naming `source` and the failing field."""
+    validator = jsonschema.Draft202012Validator(load_schema(schema))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ToolError(source, f"field {field}: {err.message}{more}", f"a valid {schema} per specs/schema/{schema}.schema.json")

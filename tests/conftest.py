@@ -1,0 +1,64 @@
+"""Shared fixtures. The upstream oracle (../shared/oracle) is imported before torch in this process."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("COSYVOICE_SHARED", REPO.parent / "shared")).resolve()
+ORACLE_DIR = SHARED / "oracle"
+DATA_DIR = SHARED / "data"
+
+HAVE_ORACLE = False
+if (ORACLE_DIR / "oracle_env.py").is_file():
+    sys.path.insert(0, str(ORACLE_DIR))
+    try:
+        import oracle_env  # noqa: F401  (must precede torch / cosyvoice imports)
+        import cosyvoice  # noqa: F401
+
+        HAVE_ORACLE = True
+    except ImportError:
+        HAVE_ORACLE = False
+
+needs_oracle = pytest.mark.skipif(not HAVE_ORACLE, reason="upstream CosyVoice oracle not installed "
+                                  "(bash ../shared/oracle/install.sh .venv/bin/python)")
+needs_shared_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} not present")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "oracle" in item.keywords and not HAVE_ORACLE:
+            item.add_marker(pytest.mark.skip(reason="upstream CosyVoice oracle not installed"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny random-init CosyVoice2 bundle (seed 0), made once per test session."""
+    if not HAVE_ORACLE:
+        pytest.skip("upstream CosyVoice oracle not installed")
+    from exporters.random_init import make_random_bundle
+
+    return make_random_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "tiny", 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_bundle):
+    """The upstream modules of the tiny bundle, weights loaded strictly (shared: do not mutate)."""
+    from exporters.bundle import Bundle
+
+    return Bundle.open(tiny_bundle).build()
+
+
+@pytest.fixture(scope="session")
+def tiny_pack(tiny_bundle, tmp_path_factory) -> Path:
+    """The tiny bundle exported with every registered graph (seed 0)."""
+    from exporters.export_graph import ExportOptions
+    from exporters.pack_export import export_pack
+
+    out = tmp_path_factory.mktemp("pack") / "tiny-pack"
+    export_pack(tiny_bundle, out, None, ExportOptions(seed=0, log=lambda m: None),
+                random_init={"size": "tiny", "seed": 0}, log=lambda m: None)
+    return out
