@@ -86,6 +86,9 @@ class Tolerance:
 
 @dataclass
 class TestCase:
+    """A named test-vector case of a graph (first chunk, steady chunk, ...)."""
+
+    __test__ = False  # not a pytest test class
     name: str
     doc: str
 
