@@ -1,7 +1,6 @@
 """Bundle -> pack: build the upstream modules, export every graph, write the manifest, commit atomically."""
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -99,10 +98,7 @@ def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
         src = bundle.root / rel
         dst_rel = f"frontend/{Path(rel).name}"
         dst = writer.path(dst_rel)
-        try:
-            os.link(src, dst)  # same filesystem: no copy of the 500 MB tokenizer
-        except OSError:
-            shutil.copyfile(src, dst)
+        shutil.copyfile(src, dst)  # a copy, not a link: the pack must not share inodes with the bundle
         out[key] = {"file": dst_rel, **file_record(dst), "doc": doc}
     return out
 

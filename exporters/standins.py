@@ -57,6 +57,9 @@ def write_speech_tokenizer_standin(path: Path, seed: int) -> None:
             self.register_buffer("powers", 3 ** torch.arange(8, dtype=torch.float32))
 
         def forward(self, feats, feats_length):
+            # frames past feats_length are zeroed, so the input is used (and kept by the exporter)
+            valid = torch.arange(feats.shape[2]).unsqueeze(0) < feats_length.unsqueeze(1)
+            feats = feats * valid.unsqueeze(1).to(feats.dtype)
             h = torch.nn.functional.gelu(self.conv1(feats))
             h = torch.nn.functional.gelu(self.conv2(h))  # (1, 64, ceil(T/4))
             z = torch.round(torch.tanh(self.fsq(h.transpose(1, 2)) * 2.0)) + 1.0  # (1, T', 8) in {0,1,2}
