@@ -190,6 +190,7 @@ class Pack:
             yield f"frontend {name}", self.root / f["file"], f["sha256"]
         for name, p in self.manifest.get("plans", {}).items():
             yield f"plan {name}", self.root / p["file"], p["sha256"]
+            yield f"plan {name} metadata", self.root / p["meta"], p["meta_sha256"]
 
     def verify(self, only: set[str] | None = None) -> None:
         """Check every file's sha256 against the manifest (optionally only for some graphs)."""
