@@ -197,10 +197,12 @@ def fp16_variant(src: Path, dst: Path, spec: GraphSpec, fp16_tolerances: dict[st
     """Weights and compute in fp16, I/O kept fp32 (so the runtime feeds the same tensors)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     proto = onnx.load(str(src))
-    half = convert_float_to_float16(proto, keep_io_types=True)
-    onnx.save_model(half, str(dst))
+    half = OnnxModel(convert_float_to_float16(proto, keep_io_types=True))
+    half.topological_sort()  # the converter appends its input Casts at the end of the node list
+    onnx.save_model(half.model, str(dst))
     return replace(spec, graph=spec.graph + ".fp16", precision="fp16",
                    tolerances={**spec.tolerances, **fp16_tolerances})
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from exporters.graphs.base import GraphExporter
 from exporters.graphs.estimator import EstimatorExporter
+from exporters.graphs.flow_encoder import FlowEncoderExporter
 
 REGISTRY: dict[str, type[GraphExporter]] = {
+    FlowEncoderExporter.name: FlowEncoderExporter,
     EstimatorExporter.name: EstimatorExporter,
 }
 

@@ -14,32 +14,9 @@ import numpy as np
 
 from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance  # noqa: F401
 from exporters.graphs.base import Case, GraphExporter
-from exporters.graphs.flow_common import cfm_facts, flow_reference_inputs
+from exporters.graphs.flow_common import ChunkMaskFlag, cfm_facts, flow_reference_inputs, traceable_chunk_mask
 
 MAX_FRAMES = 3000  # 60 s of mel at 50 Hz, prompt included (upstream's TRT profile max)
-
-
-class _ChunkMaskFlag:
-    """Holds the graph's `streaming` tensor while the wrapped estimator runs (export-time only)."""
-
-    value = None
-
-
-def _export_chunk_mask(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
-                       static_chunk_size, num_decoding_left_chunks, enable_full_context=True):
-    """Traceable `add_optional_chunk_mask`: block-causal with chunk `static_chunk_size` when the graph's
-    `streaming` input is true, full attention when false. mask[i, j] = j < (i // c + 1) * c."""
-    import torch
-
-    n = torch._shape_as_tensor(xs)[1]
-    idx = torch.arange(xs.size(1), device=xs.device)
-    flag = _ChunkMaskFlag.value
-    if flag is None or static_chunk_size <= 0:
-        return masks
-    chunk = torch.where(flag.reshape(()), torch.full_like(n, static_chunk_size), n)
-    limit = (torch.div(idx, chunk, rounding_mode="floor") + 1) * chunk
-    block = idx.unsqueeze(0) < limit.unsqueeze(1)  # (T, T)
-    return masks & block.unsqueeze(0)
 
 
 class EstimatorExporter(GraphExporter):
@@ -97,11 +74,11 @@ class EstimatorExporter(GraphExporter):
                 self.estimator = estimator
 
             def forward(self, x, mask, mu, t, spks, cond, streaming):
-                _ChunkMaskFlag.value = streaming
+                ChunkMaskFlag.value = streaming
                 try:
                     return self.estimator(x, mask, mu, t, spks, cond, streaming=True)
                 finally:
-                    _ChunkMaskFlag.value = None
+                    ChunkMaskFlag.value = None
 
         return EstimatorWrapper(model.flow.decoder.estimator)
 
@@ -110,7 +87,7 @@ class EstimatorExporter(GraphExporter):
         import cosyvoice.flow.decoder as decoder_mod
 
         saved = decoder_mod.add_optional_chunk_mask
-        decoder_mod.add_optional_chunk_mask = _export_chunk_mask
+        decoder_mod.add_optional_chunk_mask = traceable_chunk_mask
         try:
             yield
         finally:

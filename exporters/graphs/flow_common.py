@@ -58,3 +58,26 @@ def flow_reference_inputs(model, seed: int, n_prompt: int, n_gen: int, step: int
     x = (1 - t) * z + t * mu  # a plausible state on the path from noise to data
     return (mu.numpy().astype(np.float32), spks.numpy().astype(np.float32), cond.numpy().astype(np.float32),
             x.numpy().astype(np.float32), t)
+
+
+class ChunkMaskFlag:
+    """Holds the graph's `streaming` tensor while the wrapped estimator runs (export-time only)."""
+
+    value = None
+
+
+def traceable_chunk_mask(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
+                       static_chunk_size, num_decoding_left_chunks, enable_full_context=True):
+    """Traceable `add_optional_chunk_mask`: block-causal with chunk `static_chunk_size` when the graph's
+    `streaming` input is true, full attention when false. mask[i, j] = j < (i // c + 1) * c."""
+    import torch
+
+    n = torch._shape_as_tensor(xs)[1]
+    idx = torch.arange(xs.size(1), device=xs.device)
+    flag = ChunkMaskFlag.value
+    if flag is None or static_chunk_size <= 0:
+        return masks
+    chunk = torch.where(flag.reshape(()), torch.full_like(n, static_chunk_size), n)
+    limit = (torch.div(idx, chunk, rounding_mode="floor") + 1) * chunk
+    block = idx.unsqueeze(0) < limit.unsqueeze(1)  # (T, T)
+    return masks & block.unsqueeze(0)
