@@ -31,6 +31,9 @@ def export(
                                                "(repeat or comma-separate). Default: all."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 variant of the graphs that declare "
                               "FP16 tolerances, checked against the FP32 PyTorch outputs."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an INT8 weight-only variant of the graphs that "
+                              "declare one (the LLM: llm.int8, MatMul weights in 8 bits, fp32 I/O), checked "
+                              "against the FP32 PyTorch outputs under its own tolerances."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim and keep its graph only "
                                   "if it still passes every test vector."),
     verify_official: bool = typer.Option(False, "--verify-official", help="Check the size and sha256 of known "
@@ -71,7 +74,7 @@ def export(
         raise ToolError("tts-export", "give exactly one of --model-dir or --random-init",
                         "--model-dir DIR for a real bundle, --random-init tiny|full for a random one")
     t0 = time.time()
-    opts = ExportOptions(seed=seed, simplify=simplify, fp16=fp16, log=log)
+    opts = ExportOptions(seed=seed, simplify=simplify, fp16=fp16, int8=int8, log=log)
     tmp_root = None
     try:
         ri = None

@@ -34,6 +34,7 @@ class ExportOptions:
     seed: int = 0
     simplify: bool = True
     fp16: bool = False
+    int8: bool = False  # weight-only INT8 variants of graphs that declare `weight_only` (the LLM)
     log: Callable[[str], None] = print
 
 
@@ -143,6 +144,7 @@ def _save(proto, path: Path, threshold: int) -> list[str]:
     location = path.name + ".data"
     onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=location, size_threshold=1024)
+    (path.parent / location).chmod(0o644)  # onnx writes it 0600; a pack is readable like its other files
     return [location]
 
 
@@ -270,7 +272,39 @@ def export_graph(exporter: GraphExporter, model, writer: PackWriter, opts: Expor
             writer.add_graph(half_name, half_spec, half_rel, cases, exporter.opset,
                              extra={"variant_of": name, "simplified": False, "report": res.summary()})
             out.append(res)
+    if opts.int8 and getattr(exporter, "weight_only", None):
+        out.append(_weight_only_variant(exporter, path, spec, cases, writer, facts, log))
     return out
+
+
+def _weight_only_variant(exporter: GraphExporter, src: Path, spec: GraphSpec, cases: dict, writer: PackWriter,
+                         facts: dict, log) -> GraphResult:
+    """MatMul weights quantized (exporters/weight_only.py), fp32 I/O; checked against the fp32 PyTorch outputs
+    under the exporter's `weight_only_tolerances(spec)`."""
+    import onnx
+
+    from exporters.weight_only import quantize_matmul_weights
+
+    t0 = time.time()
+    cfg = exporter.weight_only
+    name = f"{spec.graph}.{cfg.precision}"
+    rel = f"{name}.onnx"
+    external = _save(quantize_matmul_weights(src, cfg), writer.path(rel), exporter.external_data_threshold)
+    vspec = replace(spec, graph=name, precision=cfg.precision,
+                    tolerances={**spec.tolerances, **exporter.weight_only_tolerances(spec)},
+                    facts={**facts, "weight_only": cfg.facts()})
+    check_graph_matches_spec(onnx.load(str(writer.path(rel)), load_external_data=False), vspec, rel)
+    log(f"[{name}] ONNX Runtime ({cfg.precision} weights) vs PyTorch (fp32)")
+    results = ort_check(writer.path(rel), vspec, cases, name)
+    for c in results:
+        log("  " + c.line())
+    if not all(c.passed for c in results):
+        _fail(name, results)
+    add_metadata(writer.path(rel), vspec, vspec.facts)
+    res = GraphResult(name, results, False, time.time() - t0)
+    writer.add_graph(name, vspec, rel, cases, exporter.opset, external_data=external,
+                     extra={"variant_of": spec.graph, "simplified": False, "report": res.summary()})
+    return res
 
 
 def _fail(name: str, results: list[Comparison]) -> None:
