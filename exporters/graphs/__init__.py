@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from exporters.graphs.base import GraphExporter
 from exporters.graphs.estimator import EstimatorExporter
+from exporters.graphs.hift import HiftExporter
 from exporters.graphs.flow_encoder import FlowEncoderExporter
 from exporters.graphs.llm import LLMExporter
 
 REGISTRY: dict[str, type[GraphExporter]] = {
     FlowEncoderExporter.name: FlowEncoderExporter,
     EstimatorExporter.name: EstimatorExporter,
+    HiftExporter.name: HiftExporter,
     LLMExporter.name: LLMExporter,
 }
 

@@ -1,0 +1,247 @@
+"""`hift`: the CosyVoice2 HiFT vocoder (mel -> 24 kHz waveform) for streaming, with an explicit source cache.
+
+One graph serves every call of upstream's `CosyVoice2Model.token2wav`: the runtime prepends the cached
+mel frames itself and passes the cached source samples as `cache_source`; the first chunk passes a
+zero-length `cache_source` through the same graph (the overwrite is a concat + slice, no branch). The
+sine-source noise is an input (upstream draws it with `randn_like` on every call) and the random initial
+phase is dropped (it has no effect on the output; see exporters/hift_source.py). Export-only rewrites:
+`NoiseDrivenSource` (SineGen2 with noise in) in the wrapper and the conv STFT/ISTFT patch on
+`HiFTGenerator._stft/_istft`; everything else is the upstream module with weight norm folded.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import numpy as np
+
+from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance
+from exporters.graphs.base import Case, GraphExporter
+
+MAX_FRAMES = 3000  # 60 s of mel at 50 Hz: an offline (non-streaming) call on a whole utterance
+
+
+def hift_sizes(model) -> dict:
+    """Every size the graph and the runtime need, read from the upstream module."""
+    hift = model.hift
+    gen = hift.m_source.l_sin_gen
+    return {
+        "sample_rate": int(hift.sampling_rate),
+        "mel_bins": int(hift.conv_pre.in_channels),
+        "samples_per_mel_frame": int(hift.f0_upsamp.scale_factor),
+        "harmonics": int(gen.harmonic_num) + 1,
+        "istft_n_fft": int(hift.istft_params["n_fft"]),
+        "istft_hop": int(hift.istft_params["hop_len"]),
+        "audio_limit": float(hift.audio_limit),
+    }
+
+
+def case_chunk_frames(policy: dict) -> tuple[int, int, int]:
+    """New mel frames of the three test calls: upstream's first hop (25 tokens -> 50 frames), its second
+    (x stream_scale_factor -> 100), and an odd final remainder (37)."""
+    first = int(policy["token_hop_len"]) * int(policy["token_mel_ratio"])
+    return first, first * int(policy["stream_scale_factor"]), 37
+
+
+def streaming_constants(model) -> dict:
+    """mel_cache_len / source_cache_len / cross-fade, read from an upstream CosyVoice2Model (lazy import:
+    pack_export imports this package)."""
+    from exporters.pack_export import chunk_policy
+
+    return chunk_policy(model)
+
+
+def fold_weight_norm(module):
+    """A deep copy of `module` with every weight-norm parametrization folded into a plain weight.
+
+    `remove_parametrizations` deletes the parametrized property from the module's class, and `deepcopy`
+    shares that dynamically made class (`ParametrizedConv1d`, ...) with the original: removing on a plain
+    copy breaks the shared model (`'ParametrizedConv1d' object has no attribute 'weight'`). Each copied
+    module therefore gets its own clone of the class first."""
+    import torch.nn.utils.parametrize as parametrize
+
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        if parametrize.is_parametrized(m):
+            cls = type(m)
+            m.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+            for name in list(m.parametrizations.keys()):
+                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+    return module.eval()
+
+
+@contextlib.contextmanager
+def conv_stft_patch():
+    """Swap `HiFTGenerator._stft/_istft` (torch.stft / torch.istft) for the fixed-basis conv versions."""
+    import torch
+    from cosyvoice.hifigan.generator import HiFTGenerator
+
+    from exporters.istft import ConvISTFT, ConvSTFT
+
+    def _stft(self, x):
+        p = self.istft_params
+        return ConvSTFT(p["n_fft"], p["hop_len"], self.stft_window)(x)
+
+    def _istft(self, magnitude, phase):  # upstream's clip + polar form, then the conv ISTFT
+        p = self.istft_params
+        magnitude = torch.clip(magnitude, max=1e2)
+        real, imag = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
+        return ConvISTFT(p["n_fft"], p["hop_len"], self.stft_window)(real, imag)
+
+    saved = HiFTGenerator._stft, HiFTGenerator._istft
+    HiFTGenerator._stft, HiFTGenerator._istft = _stft, _istft
+    try:
+        yield
+    finally:
+        HiFTGenerator._stft, HiFTGenerator._istft = saved
+
+
+class HiftExporter(GraphExporter):
+    name = "hift"
+    opset = 18
+    trace_case = "steady_chunk"
+    # None: see the note at the end of this module.
+    fp16_tolerances = None
+
+    def spec(self, model) -> GraphSpec:
+        s = hift_sizes(model)
+        policy = streaming_constants(model)
+        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy["mel_cache_len"],
+                                        policy["source_cache_len"])
+        if src_cache != mel_cache * spm:
+            raise ValueError(f"source_cache_len {src_cache} != mel_cache_len {mel_cache} * {spm}")
+        first, steady_new, final_new = case_chunk_frames(policy)
+        steady = steady_new + mel_cache  # a second streaming call: the TensorRT "opt" size
+        t = lambda n, shape, d: TensorSpec(n, "float32", shape, d)  # noqa: E731
+        return GraphSpec(
+            graph=self.name,
+            description="HiFT vocoder of CosyVoice2 (upstream HiFTGenerator.inference): mel -> F0 -> harmonic "
+                        "source (noise as an input) -> waveform, with upstream's streaming source cache. Streaming "
+                        f"calls: mel = the previous call's last {mel_cache} mel frames + the new frames, cache_source "
+                        f"= the previous call's source[..., -{src_cache}:]; the first call passes a zero-length "
+                        "cache_source. The runtime cross-fades and holds back the tail (runtime/vocoder.py).",
+            inputs=[
+                t("mel", [1, s["mel_bins"], "frames"], f"{s['mel_bins']}-bin log-mel at 50 Hz; in streaming, the "
+                  f"{mel_cache} cached frames of the previous call come first"),
+                t("cache_source", [1, 1, "cache_samples"], "source samples of the previous call "
+                  f"(source[..., -{src_cache}:]) that overwrite the start of this call's source; length 0 on the "
+                  "first call; cache_samples <= samples"),
+                t("noise", [1, "samples", h], f"i.i.d. standard-normal noise for the {h} harmonics of the sine "
+                  "source, one row per output sample (upstream: randn_like inside SineGen2.forward)"),
+            ],
+            outputs=[
+                t("audio", [1, "samples"], f"waveform at {s['sample_rate']} Hz, clamped to "
+                  f"[-{s['audio_limit']}, {s['audio_limit']}] (before cross-fade)"),
+                t("source", [1, 1, "samples"], "the harmonic source after the cache overwrite; the runtime keeps "
+                  f"its last {src_cache} samples as the next cache_source"),
+            ],
+            dims={
+                "frames": Dim(1, steady, MAX_FRAMES, "mel frames of this call, cached frames included"),
+                "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}"),
+                "samples": Dim(spm, spm * steady, spm * MAX_FRAMES, f"output samples = {spm} * frames",
+                               derived_from={"dim": "frames", "scale": spm, "offset": 0}),
+            },
+            tolerances={
+                "audio": Tolerance(
+                    atol=3e-4, rtol=0.0,
+                    reason="set by F0, not by the vocoder: ORT's and oneDNN's float32 convs round the F0 "
+                           "predictor's output differently by a few ulps (~3e-5 Hz), and the sine phase "
+                           "integrates F0 over the call, so the difference grows along the output. Measured "
+                           "max |err| 7.2e-5 (tiny) / 3.2e-5 (full size) on these <= 108-frame cases, ~1e-4 on "
+                           "200-frame streaming calls; with F0 pinned the graph equals upstream within 1e-6 "
+                           "(tests/test_hift_streaming.py). 3e-4 (~10 PCM LSB) still fails a wrong cache "
+                           "overwrite, noise or bias (errors >= 1e-2)"),
+                "source": Tolerance(
+                    atol=2e-4, rtol=0.0,
+                    reason="the source is tanh(linear(0.1 * sin(phase) ...)): same F0-driven phase drift as "
+                           "audio. Measured max |err| 4.8e-5 (tiny) / 4.2e-5 (full size); the cached prefix is "
+                           "copied exactly. Unseen noise would give errors >= 1e-3"),
+            },
+            cases=[
+                TestCase("first_chunk", f"first streaming call: {first} frames, zero-length cache_source"),
+                TestCase("steady_chunk", f"second call: {mel_cache} cached + {steady_new} new frames, cache_source = "
+                                         f"the first call's last {src_cache} source samples"),
+                TestCase("final_chunk", f"final call: {mel_cache} cached + {final_new} new frames (odd), "
+                                        "cache_source from the steady call"),
+            ],
+            caches=[CachePair("cache_source", "source", f"next cache_source = source[..., -{src_cache}:]; the "
+                              f"mel input of the next call starts with this call's last {mel_cache} mel frames",
+                              first_call="zero-length")],
+            facts={
+                **s,
+                "mel_cache_len": mel_cache,
+                "source_cache_len": src_cache,
+                "noise": {"input": "noise", "distribution": "standard_normal", "dtype": "float32",
+                          "shape": ["samples", "harmonics"],
+                          "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime "
+                                 "draws it per absolute mel frame (runtime/noise.py) so chunked and whole-utterance "
+                                 "runs use identical noise"},
+                "initial_phase": "dropped: upstream's random SineGen2 initial phase only changes samples the "
+                                 "1/samples_per_mel_frame linear downsample never reads",
+                "cache_rule": f"call k > 0: mel = concat(mel_prev[..., -{mel_cache}:], new mel), cache_source = "
+                              f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
+            },
+            profiles={},
+        )
+
+    def wrapper(self, model):
+        import torch
+
+        from exporters.hift_source import NoiseDrivenSource
+
+        class HiftWrapper(torch.nn.Module):
+            """Upstream `HiFTGenerator.inference` with the noise as an input and a branch-free cache overwrite."""
+
+            def __init__(self, hift):
+                super().__init__()
+                self.hift = hift
+                self.source = NoiseDrivenSource(hift.m_source, int(hift.f0_upsamp.scale_factor))
+
+            def forward(self, mel, cache_source, noise):
+                f0 = self.hift.f0_predictor(mel)  # (1, frames)
+                s = self.source(f0, noise)  # (1, 1, samples)
+                # upstream: s[:, :, :len(cache)] = cache if len(cache) else s; the same for length 0
+                s = torch.cat([cache_source, s[:, :, cache_source.shape[2]:]], dim=2)
+                return self.hift.decode(x=mel, s=s), s
+
+        return HiftWrapper(fold_weight_norm(model.hift))
+
+    def patches(self, model):
+        return conv_stft_patch()
+
+    def cases(self, model, seed: int) -> dict[str, Case]:
+        import torch
+
+        from exporters.hift_oracle import upstream_hift
+        from exporters.random_init import calibration_mel
+
+        s = hift_sizes(model)
+        policy = streaming_constants(model)
+        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy["mel_cache_len"],
+                                        policy["source_cache_len"])
+        first, steady_new, final_new = case_chunk_frames(policy)
+        plan = [("first_chunk", first), ("steady_chunk", steady_new), ("final_chunk", final_new)]
+        total = first + steady_new + final_new
+        mel = calibration_mel(model.flow, torch.Generator().manual_seed(seed), n_tokens=(total + 1) // 2)
+        mel = mel.numpy().astype(np.float32)
+        rng = np.random.default_rng(seed)
+        out: dict[str, Case] = {}
+        start, cache = 0, np.zeros((1, 1, 0), np.float32)
+        for case, new in plan:
+            lo = start - (mel_cache if start else 0)
+            chunk = np.ascontiguousarray(mel[:, :, lo:start + new])
+            noise = rng.standard_normal((1, chunk.shape[2] * spm, h), dtype=np.float32)
+            phase = rng.random((1, h), dtype=np.float32)  # upstream's random initial phase: no effect
+            speech, source = upstream_hift(model.hift, chunk, cache, noise, phase)
+            out[case] = ({"mel": chunk, "cache_source": cache, "noise": noise},
+                         {"audio": speech, "source": source})
+            start += new
+            cache = np.ascontiguousarray(source[:, :, -src_cache:])
+        return out
+
+
+# FP16: not offered (fp16_tolerances = None). The sine phase reaches ~1e4 rad within a call; fp16 (ulp 8 at
+# 1e4) cannot hold it, and export_graph.fp16_variant converts the whole graph: measured on the tiny bundle, the
+# fp16 graph's audio error has rms 0.05 against a signal rms of 0.15 (max 0.31): not a tolerance, a different
+# signal. A mixed variant (source path in fp32, convolutions in fp16) needs a node block list that the shared
+# fp16 step does not take.
