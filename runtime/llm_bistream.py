@@ -1,0 +1,131 @@
+"""Bi-streaming LLM decoding: text arrives piece by piece, speech tokens leave one by one (CosyVoice2).
+
+Replays upstream `Qwen2LM.inference_bistream` (mix_ratio 5:15) as a push-driven state machine: the
+caller feeds text token ids with `push(ids)` / `close()`, and `tokens()` yields speech tokens, or
+`NEED_TEXT` when nothing more can be decoded until more text arrives.
+
+1. lm_input = [sos]; text_cache = embed(prompt_text); next_fill = (P // 15 + 1) * 15 - P (P prompt tokens).
+2. Per text token (upstream feeds its text generator token by token): while prompt speech remains and
+   at least 5 text tokens are cached, append 5 text + 15 prompt-speech embeddings to lm_input.
+3. Once the prompt speech is used up: after a fill token (or before anything was decoded) 5 more cached
+   text tokens are needed, else wait; then decode: at len(out) == next_fill force the fill token,
+   otherwise sample with eos masked; a fill ends this burst (it is not fed back; the next 5 text
+   tokens replace lm_input), any other token is yielded and fed back.
+4. After the last text: lm_input += rest of the text cache + task_id; decode with eos allowed until a
+   stop id.
+
+Deviations (documented, deliberate): upstream raises ValueError when the model samples a special id other
+than fill (step 3) or eos (step 4); here any stop id ends step 4 and non-fill specials are masked in step 3.
+Upstream has no length limit in step 4 (its pitfall P8); here it is capped at max_token_text_ratio times
+the text tokens seen (at least `min_cap`).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from runtime.llm_stage import LLMStage
+from runtime.sampling import log_softmax, sampling_ids
+
+NEED_TEXT = object()  # yielded by BistreamDecoder.tokens() when it must wait for more text
+
+
+class BistreamDecoder:
+    def __init__(self, llm: LLMStage, prompt_text_ids: Sequence[int] = (), prompt_speech_tokens: Sequence[int] = (),
+                 seed: int = 0, capacity: int = 8192, min_cap: int = 100):
+        f = llm.facts
+        self.llm = llm
+        self.text_ratio, self.speech_ratio = (int(r) for r in f["mix_ratio"])
+        self.fill = int(f["fill_token"])
+        self.eos = int(f["eos_token"])
+        self.speech_size = int(f.get("speech_token_size", self.eos))
+        self.max_ratio = float(f["max_token_text_ratio"])
+        self.stop = set(int(t) for t in f["stop_tokens"])
+        self.rng = np.random.default_rng(seed)
+        self.step = llm.stepper(capacity)
+        self.capacity = capacity
+        self.min_cap = min_cap
+        self.pending: deque[int] = deque()
+        self.closed = False
+        self.n_text = 0
+        self.text_cache = [llm.embed_tokens[int(t)] for t in prompt_text_ids]
+        self.prompt_speech = [llm.speech_embedding[int(t)] for t in prompt_speech_tokens]
+        p = len(self.prompt_speech)
+        self.next_fill = (p // self.speech_ratio + 1) * self.speech_ratio - p
+        self.out: list[int] = []
+        self.positions = 0
+
+    def push(self, ids: Sequence[int]) -> None:
+        if self.closed:
+            raise RuntimeError("push after close")
+        self.pending.extend(int(i) for i in ids)
+
+    def close(self) -> None:
+        self.closed = True
+
+    # ---- decoding ---------------------------------------------------------------------------------------
+    def _forward(self, rows: list[np.ndarray]) -> np.ndarray:
+        x = np.stack(rows).astype(np.float32)[None]
+        self.positions += x.shape[1]
+        if self.positions >= self.capacity:
+            raise RuntimeError(f"bistream decoding exceeded {self.capacity} positions")
+        return log_softmax(self.step(x)[0])
+
+    def _sample(self, logp: np.ndarray, ignore_eos: bool, mask: Sequence[int] = ()) -> int:
+        if mask:
+            logp = logp.copy()
+            logp[list(mask)] = -np.inf
+        return sampling_ids(logp, self.out, self.rng, self.eos, ignore_eos, self.llm.params)
+
+    def tokens(self) -> Iterator[object]:
+        f = self.llm.facts
+        lm_input = [self.llm.llm_embedding[f["sos_index"]]]
+        specials_but_fill = [t for t in range(self.speech_size, len(self.llm.speech_embedding)) if t != self.fill]
+        while True:
+            if not self.pending:
+                if self.closed:
+                    break
+                yield NEED_TEXT
+                continue
+            self.text_cache.append(self.llm.embed_tokens[self.pending.popleft()])
+            self.n_text += 1
+            while self.prompt_speech and len(self.text_cache) >= self.text_ratio:
+                lm_input += self.text_cache[:self.text_ratio] + self.prompt_speech[:self.speech_ratio]
+                del self.text_cache[:self.text_ratio]
+                del self.prompt_speech[:self.speech_ratio]
+            if self.prompt_speech:
+                continue
+            after_fill = bool(self.out) and self.out[-1] == self.fill
+            if after_fill or (not self.out and len(lm_input) == 1):
+                if len(self.text_cache) < self.text_ratio:
+                    continue  # wait for more text
+                chunk = self.text_cache[:self.text_ratio]
+                lm_input = chunk if after_fill else lm_input + chunk
+                del self.text_cache[:self.text_ratio]
+            while True:
+                logp = self._forward(lm_input)
+                if self.next_fill != -1 and len(self.out) == self.next_fill:
+                    token = self.fill
+                    self.next_fill += self.speech_ratio + 1
+                else:
+                    token = self._sample(logp, ignore_eos=True, mask=specials_but_fill)
+                if token == self.fill:
+                    self.next_fill = len(self.out) + self.speech_ratio + 1
+                self.out.append(token)
+                if token == self.fill:
+                    break
+                yield token
+                lm_input = [self.llm.speech_embedding[token]]
+        # final decode: the rest of the text, task_id, then until a stop id
+        lm_input = lm_input + self.text_cache + [self.llm.llm_embedding[f["task_id_index"]]]
+        cap = max(self.min_cap, int(self.max_ratio * self.n_text))
+        for _ in range(cap):
+            logp = self._forward(lm_input)
+            token = self._sample(logp, ignore_eos=False)
+            self.out.append(token)
+            if token in self.stop:
+                return
+            yield token
+            lm_input = [self.llm.speech_embedding[token]]

@@ -1,0 +1,289 @@
+"""`TtsSession`: text (or speech tokens) in, fixed-size PCM16LE chunks out, streaming, deterministic.
+
+    s = TtsSession(PackEngine.get("pack"), prompt=..., seed=0)
+    s.push_text("Hello, ")          # incremental text: CosyVoice2 bi-streaming (text/speech mix 5:15)
+    s.push_text("world.")
+    s.flush()                       # no more text
+    while (chunk := s.next_audio_chunk()) is not None:
+        out.write(chunk.pcm)        # 960 samples (40 ms at 24 kHz) each, the last one may be shorter
+
+`synthesize(text)` is the other text mode: the whole text at once, normalised and split into sentences
+like upstream's `inference_zero_shot`, each sentence an independent LLM/flow/vocoder run (upstream's
+non-bi-streaming `Qwen2LM.inference`). `push_tokens(tokens)` runs token -> audio only.
+
+Chunk boundaries depend only on sample counts, never on timing; with the same seed two runs give the
+same bytes. `next_audio_chunk()` returns None when no chunk can be produced yet (in push_text mode: more
+text is needed) or when everything was returned (`done` is then true).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from specs.errors import ToolError
+from runtime.engine import PackEngine
+from runtime.token_hops import TokenHopSchedule
+from runtime.vocoder import VocoderStage
+
+_WAIT = object()  # internal: the producer needs more text
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Prompt inputs as upstream's frontend makes them (see runtime.frontend.prompt.PromptInputs)."""
+
+    text_ids: np.ndarray  # (L,) int: the LLM prompt text (empty in cross-lingual mode)
+    speech_tokens: np.ndarray  # (n,) int: LLM + flow prompt speech tokens (LLM gets none if cross-lingual)
+    speech_feat: np.ndarray  # (1, 2n, mel) float32
+    embedding: np.ndarray  # (1, 192) float32
+    llm_uses_prompt: bool = True  # False: cross-lingual (LLM sees no prompt text/speech)
+
+    @classmethod
+    def none(cls, mel_bins: int, spk_dim: int = 192) -> "Prompt":
+        """No prompt: empty prompt tokens/mel and a zero x-vector (a neutral, unconditioned voice)."""
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((1, 0, mel_bins), np.float32),
+                   np.zeros((1, spk_dim), np.float32), llm_uses_prompt=False)
+
+    @classmethod
+    def from_inputs(cls, p, cross_lingual: bool = False) -> "Prompt":
+        return cls(np.asarray(p.prompt_text).reshape(-1).astype(np.int64),
+                   np.asarray(p.speech_tokens).reshape(-1).astype(np.int64),
+                   np.asarray(p.speech_feat, np.float32), np.asarray(p.embedding, np.float32),
+                   llm_uses_prompt=not cross_lingual)
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    pcm: bytes  # PCM16LE mono
+    index: int
+    sample_offset: int  # first sample of this chunk in the whole output
+    n_samples: int
+    segment: int  # sentence (synthesize) or 0
+    token_offset: int  # speech-token offset of the flow call that produced the chunk's first sample
+    sha256: str
+    final: bool
+
+    def meta(self) -> dict:
+        return {"index": self.index, "sample_offset": self.sample_offset, "n_samples": self.n_samples,
+                "segment": self.segment, "token_offset": self.token_offset, "sha256": self.sha256,
+                "final": self.final}
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A 64-bit seed for one sub-stream (segment, component) of a request seed."""
+    return int(np.random.SeedSequence([int(seed), *map(int, parts)]).generate_state(1, np.uint64)[0])
+
+
+class TtsSession:
+    def __init__(self, engine: PackEngine, prompt: Prompt | None = None, seed: int = 0, stream: bool = True,
+                 max_chars: int = 10_000):
+        self.engine = engine
+        self.prompt = prompt or Prompt.none(engine.flow.mel_bins)
+        self.seed = int(seed)
+        self.stream = stream
+        self.max_chars = max_chars
+        self.chunk_samples = int(engine.chunk_policy["output_chunk_samples"])
+        self._mode: str | None = None
+        self._texts: deque[str] = deque()
+        self._chars = 0
+        self._closed = False
+        self._producer: Iterator | None = None
+        self._pending = np.zeros(0, np.int16)  # produced samples not yet returned as a chunk
+        self._pending_meta: deque[tuple[int, int, int, int]] = deque()  # (start sample, segment, token offset)
+        self._produced = 0
+        self._emitted = 0
+        self._index = 0
+        self._exhausted = False
+        self.done = False
+        self.t_start: float | None = None
+        self.t_first_audio: float | None = None
+        self.flow_calls = 0
+
+    # ---- input -----------------------------------------------------------------------------------------
+    def _set_mode(self, mode: str) -> None:
+        if self._mode not in (None, mode):
+            raise ToolError("TtsSession", f"cannot mix {self._mode} and {mode} in one session", "one input mode")
+        if self._closed:
+            raise ToolError("TtsSession", "input after flush()", "a new session per request")
+        self._mode = mode
+        if self.t_start is None:
+            self.t_start = time.perf_counter()
+
+    def push_text(self, text: str) -> None:
+        """Incremental text (bi-streaming): pieces are tokenised as they arrive, like upstream's generator."""
+        self._set_mode("bistream")
+        self._check_text(text, allow_empty=True)
+        self._texts.append(text)
+
+    def synthesize(self, text: str) -> None:
+        """The whole text at once: normalised and split into sentences, each synthesized independently."""
+        self._set_mode("segments")
+        self._check_text(text)
+        self._texts.append(text)
+        self.flush()
+
+    def push_tokens(self, tokens: Sequence[int]) -> None:
+        """Speech tokens in, audio out (flow + vocoder only)."""
+        self._set_mode("tokens")
+        tokens = np.asarray(tokens, np.int64).reshape(-1)
+        vocab = int(self.engine.pack.config["flow"]["vocab_size"])
+        if tokens.size == 0:
+            raise ToolError("speech tokens", "are empty", "at least one token")
+        bad = tokens[(tokens < 0) | (tokens >= vocab)]
+        if bad.size:
+            raise ToolError("speech tokens", f"{bad.size} token(s) out of range, e.g. {int(bad[0])}",
+                            f"ids in [0, {vocab})")
+        self._tokens = tokens
+        self.flush()
+
+    def flush(self) -> None:
+        self._closed = True
+
+    def _check_text(self, text: str, allow_empty: bool = False) -> None:
+        if not isinstance(text, str):
+            raise ToolError("text", f"is a {type(text).__name__}", "a str")
+        if not allow_empty and not text.strip():
+            raise ToolError("text", "is empty", "some words to say")
+        total = self._chars + len(text)
+        if total > self.max_chars:
+            raise ToolError("text", f"is {total} characters", f"at most {self.max_chars} per request "
+                            "(--max-chars); split long documents into several requests")
+        self._chars = total
+
+    # ---- output ----------------------------------------------------------------------------------------
+    def next_audio_chunk(self) -> AudioChunk | None:
+        while len(self._pending) < self.chunk_samples and not self._exhausted:
+            if self._producer is None:
+                if self._mode is None or (self._mode == "bistream" and not self._closed and not self._texts):
+                    return None
+                self._producer = self._produce()
+            piece = next(self._producer, None)
+            if piece is None:
+                self._exhausted = True
+            elif piece is _WAIT:
+                return None
+            else:
+                self._append(*piece)
+        if self.done:
+            return None
+        if not len(self._pending) and not self._exhausted:
+            return None
+        # The last piece of audio is marked by its producer, so the final chunk is known without waiting;
+        # if a request ends with nothing left to say, a zero-length final chunk closes the stream.
+        n = min(self.chunk_samples, len(self._pending))
+        samples, self._pending = self._pending[:n], self._pending[n:]
+        start = self._emitted
+        while len(self._pending_meta) > 1 and self._pending_meta[1][0] <= start:
+            self._pending_meta.popleft()
+        segment, token_offset = self._pending_meta[0][1:] if self._pending_meta else (0, 0)
+        self._emitted += n
+        final = self._exhausted and not len(self._pending)
+        pcm = samples.astype("<i2").tobytes()
+        chunk = AudioChunk(pcm, self._index, start, n, segment, token_offset, hashlib.sha256(pcm).hexdigest(), final)
+        self._index += 1
+        if self.t_first_audio is None and n:
+            self.t_first_audio = time.perf_counter()
+        self.done = final
+        return chunk
+
+    def chunks(self) -> Iterator[AudioChunk]:
+        """Every remaining chunk (after flush / synthesize / push_tokens)."""
+        while (c := self.next_audio_chunk()) is not None:
+            yield c
+
+    @property
+    def ttfa(self) -> float | None:
+        if self.t_start is None or self.t_first_audio is None:
+            return None
+        return self.t_first_audio - self.t_start
+
+    def _append(self, pcm: np.ndarray, segment: int, token_offset: int, last: bool) -> None:
+        if last:
+            self._exhausted = True  # the producer has nothing after this piece
+        if len(pcm):
+            self._pending_meta.append((self._produced, segment, token_offset))
+            self._pending = np.concatenate([self._pending, pcm])
+            self._produced += len(pcm)
+
+    # ---- producers: each yields (pcm int16, segment, token offset, last) pieces, or _WAIT -----------------
+    def _produce(self):
+        if self._mode == "tokens":
+            yield from self._token2wav(iter(self._tokens.tolist()), 0, last_segment=True)
+        elif self._mode == "segments":
+            yield from self._segments()
+        else:
+            yield from self._bistream()
+
+    def _segments(self):
+        e = self.engine
+        from runtime.frontend.normalize import normalize_text
+
+        text = "".join(self._texts)
+        segments = normalize_text(text, e.tokenizer.encode, split=True)
+        if not segments:
+            raise ToolError("text", "has nothing to say after normalisation (only punctuation?)",
+                            "words or characters to synthesize")
+        p = self.prompt
+        from runtime.sampling import RasSampler
+
+        for i, seg in enumerate(segments):
+            ids = e.tokenizer.encode(seg)
+            sampler = RasSampler(derive_seed(self.seed, i, 0), e.llm.params)
+            tokens = e.llm.generate(ids, p.text_ids if p.llm_uses_prompt else (),
+                                    p.speech_tokens if p.llm_uses_prompt else (), sampler=sampler)
+            yield from self._token2wav(tokens, i, last_segment=i == len(segments) - 1)
+
+    def _bistream(self):
+        from runtime.llm_bistream import NEED_TEXT, BistreamDecoder
+
+        e, p = self.engine, self.prompt
+        dec = BistreamDecoder(e.llm, p.text_ids if p.llm_uses_prompt else (),
+                              p.speech_tokens if p.llm_uses_prompt else (), seed=derive_seed(self.seed, 0, 0))
+
+        def tokens():
+            gen = dec.tokens()
+            for tok in gen:
+                while tok is NEED_TEXT:
+                    if self._texts:
+                        dec.push(e.tokenizer.encode(self._texts.popleft()))
+                    elif self._closed:
+                        dec.close()
+                    else:
+                        yield _WAIT
+                        continue
+                    tok = next(gen, None)
+                    if tok is None:
+                        return
+                yield tok
+
+        yield from self._token2wav(tokens(), 0, last_segment=True)
+
+    def _token2wav(self, tokens: Iterator, segment: int, last_segment: bool):
+        """Upstream CosyVoice2Model.tts's chunk loop over a token stream (LLM output or given tokens)."""
+        e, p = self.engine, self.prompt
+        vocoder = VocoderStage(e.hift_session, e.chunk_policy, seed=derive_seed(self.seed, segment, 1))
+        schedule = TokenHopSchedule(e.chunk_policy, prompt_tokens=len(p.speech_tokens))
+        got: list[int] = []
+
+        def run(call):
+            mel = e.flow.token2mel(np.asarray(got[:call.end], np.int64), p.speech_tokens, p.speech_feat,
+                                   p.embedding, call.token_offset, streaming=call.streaming, finalize=call.finalize)
+            self.flow_calls += 1
+            last = call.finalize and last_segment
+            return vocoder.push(mel, final=call.finalize), segment, call.token_offset, last
+
+        for tok in tokens:
+            if tok is _WAIT:
+                yield _WAIT
+                continue
+            got.append(int(tok))
+            while self.stream and (call := schedule.next_call(len(got))) is not None:
+                yield run(call)
+        if not got:
+            return  # the LLM stopped at once: nothing to say for this segment
+        yield run(schedule.final_call(len(got)))
