@@ -237,6 +237,7 @@ class Calibration:
     wav_peak: float = 0.0
     spectral_centroid_hz: float = 0.0
     llm_logit_std: float = 0.0
+    eos_top1_ratio: float = 0.0
     notes: list = field(default_factory=list)
 
 
@@ -307,18 +308,28 @@ def jitter_constant_tensors(module, gen) -> None:
                 p.add_(torch.randn(p.shape, generator=gen) * (0.05 if float(flat[0]) != 0.0 else 0.02))
 
 
-def calibrate_llm_head(llm, gen, cal: Calibration) -> None:
-    """Scale the speech-token head so logits have std ~3 (a peaked distribution like a trained model's)."""
+def calibrate_llm_head(llm, gen, cal: Calibration, eos_gap: float = 5, special_penalty: float = 30.0) -> None:
+    """Make the speech-token head behave like a trained one: logits std ~3 (a peaked distribution); eos
+    about `eos_gap` below the best other token on average, so an utterance ends some tokens after min_len
+    instead of always running to max_len; the other special ids (6562 and the bi-streaming fill token) far
+    down, since upstream raises when it samples them outside their place (bi-streaming forces fill)."""
     import torch
 
     with torch.no_grad():
-        x = torch.randn(1, 16, llm.llm_input_size, generator=gen)
+        x = torch.randn(1, 64, llm.llm_input_size, generator=gen)
         h = llm.llm.model(inputs_embeds=x, output_hidden_states=True).hidden_states[-1]
         logits = llm.llm_decoder(h)
         scale = 3.0 / float(logits.std())
         llm.llm_decoder.weight.mul_(scale)
         llm.llm_decoder.bias.mul_(scale)
-        cal.llm_logit_std = float(llm.llm_decoder(h).std())
+        logits = llm.llm_decoder(h)[0]
+        eos = int(llm.speech_token_size)
+        best_other = logits[:, :eos].max(dim=1).values
+        llm.llm_decoder.bias[eos] += float((best_other - eos_gap - logits[:, eos]).mean())
+        llm.llm_decoder.bias[eos + 1:] -= special_penalty
+        logits = llm.llm_decoder(h)[0]
+        cal.llm_logit_std = float(logits[:, :eos].std())
+        cal.eos_top1_ratio = float((logits.argmax(dim=1) == eos).float().mean())
 
 
 def calibration_mel(flow, gen, n_tokens: int = 60):

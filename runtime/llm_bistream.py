@@ -14,8 +14,9 @@ caller feeds text token ids with `push(ids)` / `close()`, and `tokens()` yields 
 4. After the last text: lm_input += rest of the text cache + task_id; decode with eos allowed until a
    stop id.
 
-Deviations (documented, deliberate): upstream raises ValueError when the model samples a special id other
-than fill (step 3) or eos (step 4); here any stop id ends step 4 and non-fill specials are masked in step 3.
+Deviations (documented, deliberate), only where upstream fails: upstream raises ValueError when the model
+samples a special id other than fill (step 3) or eos (step 4); here such a draw in step 3 is redrawn with
+that id masked, and any stop id ends step 4. Whenever upstream does not raise, the draws are identical.
 Upstream has no length limit in step 4 (its pitfall P8); here it is capped at max_token_text_ratio times
 the text tokens seen (at least `min_cap`).
 """
@@ -73,16 +74,19 @@ class BistreamDecoder:
             raise RuntimeError(f"bistream decoding exceeded {self.capacity} positions")
         return log_softmax(self.step(x)[0])
 
-    def _sample(self, logp: np.ndarray, ignore_eos: bool, mask: Sequence[int] = ()) -> int:
-        if mask:
+    def _sample(self, logp: np.ndarray, ignore_eos: bool, forbidden: frozenset = frozenset()) -> int:
+        token = sampling_ids(logp, self.out, self.rng, self.eos, ignore_eos, self.llm.params)
+        while token in forbidden:  # upstream would raise here: redraw without that id
             logp = logp.copy()
-            logp[list(mask)] = -np.inf
-        return sampling_ids(logp, self.out, self.rng, self.eos, ignore_eos, self.llm.params)
+            logp[token] = -np.inf
+            token = sampling_ids(logp, self.out, self.rng, self.eos, ignore_eos, self.llm.params)
+        return token
 
     def tokens(self) -> Iterator[object]:
         f = self.llm.facts
         lm_input = [self.llm.llm_embedding[f["sos_index"]]]
-        specials_but_fill = [t for t in range(self.speech_size, len(self.llm.speech_embedding)) if t != self.fill]
+        specials_but_fill = frozenset(t for t in range(self.speech_size, len(self.llm.speech_embedding))
+                                      if t != self.fill)
         while True:
             if not self.pending:
                 if self.closed:
@@ -110,7 +114,7 @@ class BistreamDecoder:
                     token = self.fill
                     self.next_fill += self.speech_ratio + 1
                 else:
-                    token = self._sample(logp, ignore_eos=True, mask=specials_but_fill)
+                    token = self._sample(logp, ignore_eos=True, forbidden=specials_but_fill)
                 if token == self.fill:
                     self.next_fill = len(self.out) + self.speech_ratio + 1
                 self.out.append(token)

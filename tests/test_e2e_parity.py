@@ -23,7 +23,8 @@ from tests.conftest import DATA_DIR, needs_oracle, needs_shared_data
 
 pytestmark = needs_oracle
 
-TEXT = "Hello there, tiny voice."
+TEXT = ("Hello there, tiny voice. This sentence is here so that the random model keeps talking long "
+        "enough to stream several chunks of audio.")  # ~30 text tokens: min_len 60 speech tokens
 # HiFT integrates F0 into the sine phase over a whole call: ORT's and oneDNN's float32 convs differ by a
 # few ulps in F0 (~3e-5 Hz), and the phase error grows linearly along the call (tests/test_hift_streaming.py
 # pins F0 to show that everything else agrees to +-1 LSB). Flow mels agree to ~1e-5. Measured here: streaming

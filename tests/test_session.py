@@ -6,7 +6,8 @@ import pytest
 
 from specs.errors import ToolError
 
-TEXT = "Hello from the tiny pack. It speaks random words."
+TEXT = ("Hello there, tiny voice. This sentence is here so that the random model keeps talking long "
+        "enough to stream several chunks of audio.")  # ~30 text tokens: min_len 60 speech tokens
 
 
 def run_session(engine, text=TEXT, seed=0, stream=True, mode="synthesize", **kw):
@@ -94,8 +95,9 @@ def boundary_jumps(pcm: np.ndarray, starts: list[int]) -> tuple[np.ndarray, floa
     return jumps, float(np.percentile(diffs, 99.9))
 
 
-def vocoder_boundaries(engine, text=TEXT) -> tuple[np.ndarray, list[int]]:
-    """Output samples and the sample positions where one vocoder call's audio follows another's."""
+def vocoder_boundaries(engine, n_tokens=300) -> tuple[np.ndarray, list[int]]:
+    """Output samples and the sample positions where one vocoder call's audio follows another's, for one
+    streamed utterance of `n_tokens` speech tokens (hops 25, 50, 100, 100: five calls)."""
     from runtime.session import TtsSession
 
     s = TtsSession(engine, seed=0, stream=True)
@@ -107,7 +109,7 @@ def vocoder_boundaries(engine, text=TEXT) -> tuple[np.ndarray, list[int]]:
         orig(*piece)
 
     s._append = record
-    s.synthesize(text)
+    s.push_tokens(np.random.default_rng(7).integers(0, 6561, n_tokens))
     pcm = pcm_of(list(s.chunks()))
     return pcm, starts[1:]
 
