@@ -103,6 +103,7 @@ class TtsSession:
         self.t_start: float | None = None
         self.t_first_audio: float | None = None
         self.flow_calls = 0
+        self.speech_tokens: list[list[int]] = []  # per segment: the speech tokens that were vocoded
 
     # ---- input -----------------------------------------------------------------------------------------
     def _set_mode(self, mode: str) -> None:
@@ -269,6 +270,7 @@ class TtsSession:
         vocoder = VocoderStage(e.hift_session, e.chunk_policy, seed=derive_seed(self.seed, segment, 1))
         schedule = TokenHopSchedule(e.chunk_policy, prompt_tokens=len(p.speech_tokens))
         got: list[int] = []
+        self.speech_tokens.append(got)
 
         def run(call):
             mel = e.flow.token2mel(np.asarray(got[:call.end], np.int64), p.speech_tokens, p.speech_feat,

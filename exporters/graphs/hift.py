@@ -230,7 +230,9 @@ class HiftExporter(GraphExporter):
         for case, new in plan:
             lo = start - (mel_cache if start else 0)
             chunk = np.ascontiguousarray(mel[:, :, lo:start + new])
-            noise = rng.standard_normal((1, chunk.shape[2] * spm, h), dtype=np.float32)
+            # Gaussian noise on a 1/32 grid: still N(0, 1)-like for the test, but its float32 values have
+            # short mantissas, so the committed golden vectors compress ~3x (the noise is most of the bytes).
+            noise = np.round(rng.standard_normal((1, chunk.shape[2] * spm, h)) * 32).astype(np.float32) / 32
             phase = rng.random((1, h), dtype=np.float32)  # upstream's random initial phase: no effect
             speech, source = upstream_hift(model.hift, chunk, cache, noise, phase)
             out[case] = ({"mel": chunk, "cache_source": cache, "noise": noise},
