@@ -8,7 +8,7 @@ Reports medians and the ratio torch / ORT (> 1: ORT faster) for
   - token -> mel: encoder + 10 Euler steps, FlowStage.token2mel vs upstream `flow.inference`.
 Needs the full-size bundle and flow pack that ci/check_flow_full.py leaves in --work:
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/bench_flow.py [--work build/flow-full] [--threads 2]
+    flock /tmp/fullsize.lock .venv/bin/python ci/bench_flow.py [--work build/full] [--threads 2]
 """
 from __future__ import annotations
 
@@ -18,12 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-if (SHARED / "oracle" / "oracle_env.py").exists():
-    sys.path.insert(0, str(SHARED / "oracle"))
-    import oracle_env  # noqa: F401,E402  (before torch)
+import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
 
 
 def interleaved(label: str, torch_fn, ort_fn, reps: int) -> None:
@@ -43,7 +39,7 @@ def interleaved(label: str, torch_fn, ort_fn, reps: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "flow-full")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for both torch and ORT")
     ap.add_argument("--reps", type=int, default=5)

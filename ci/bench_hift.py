@@ -11,7 +11,7 @@ Prints medians of --reps runs, torch/ORT (> 1: ORT faster) from the medians and 
 ratios, process CPU time ratios, and with --profile ORT's time per op type. Needs the full-size bundle and
 pack that ci/check_hift_full.py leaves in --work:
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/bench_hift.py [--work build/hift-full] [--threads 2]
+    flock /tmp/fullsize.lock .venv/bin/python ci/bench_hift.py [--work build/full] [--threads 2]
 """
 from __future__ import annotations
 
@@ -24,12 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-if (SHARED / "oracle" / "oracle_env.py").exists():
-    sys.path.insert(0, str(SHARED / "oracle"))
-    import oracle_env  # noqa: F401,E402  (before torch)
+import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
 
 
 def interleaved(fns: dict, reps: int, gap: float) -> dict[str, tuple[list[float], list[float]]]:
@@ -75,7 +71,7 @@ def op_profile(path: Path, feed: dict, threads: int, runs: int = 5) -> list[tupl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "hift-full")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--bundle", type=Path, default=None, help="default: --work/bundle-full-SEED")
     ap.add_argument("--pack", type=Path, default=None, help="default: --work/hift-pack")
     ap.add_argument("--seed", type=int, default=0)

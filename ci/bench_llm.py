@@ -13,7 +13,7 @@ Prints medians in ms and ratios torch / ORT (> 1: ORT faster) for
 Targets on the quiet 2-core reference machine: FP32 decode <= 80 ms/step, INT8 <= 30 ms/step.
 Needs the full-size bundle and pack that ci/check_llm_full.py leaves in --work:
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/bench_llm.py [--work build/llm-full] [--threads 2]
+    flock /tmp/fullsize.lock .venv/bin/python ci/bench_llm.py [--work build/full] [--threads 2]
 """
 from __future__ import annotations
 
@@ -23,12 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-if (SHARED / "oracle" / "oracle_env.py").exists():
-    sys.path.insert(0, str(SHARED / "oracle"))
-    import oracle_env  # noqa: F401,E402  (before torch)
+import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
 
 
 def timed(fn) -> float:
@@ -46,7 +42,7 @@ def report(label: str, times: dict[str, list[float]], base: str = "torch") -> No
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "llm-full")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for both torch and ORT")
     ap.add_argument("--reps", type=int, default=5, help="interleaved rounds")

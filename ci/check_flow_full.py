@@ -7,7 +7,7 @@ exported graphs vs upstream's CosyVoice2Model.tts flow calls, per chunk, for a s
 100, final) and for one offline call. Exits 1 if any comparison fails. Uses ~8 GiB of RAM; on a shared
 machine run it under the full-size lock:
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/check_flow_full.py [--work build/flow-full]
+    flock /tmp/fullsize.lock .venv/bin/python ci/check_flow_full.py [--work build/full]
 
 The bundle (~2.6 GB) is kept in --work and reused by later runs.
 """
@@ -18,29 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-if (SHARED / "oracle" / "oracle_env.py").exists():
-    sys.path.insert(0, str(SHARED / "oracle"))
-    import oracle_env  # noqa: F401,E402  (before torch)
+import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
 
 GRAPHS = ["flow.encoder", "flow.decoder.estimator"]
 
 
-def full_bundle(work: Path, seed: int) -> Path:
-    from exporters.random_init import make_random_bundle
-
-    bundle = work / f"bundle-full-{seed}"
-    if not bundle.exists():
-        print(f"writing full-size random bundle to {bundle}", flush=True)
-        make_random_bundle(bundle, "full", seed)
-    return bundle
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "flow-full")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompt-tokens", type=int, default=37, help="flow prompt tokens (37: first hop 25+13)")
     ap.add_argument("--tokens", type=int, default=200, help="generated tokens")

@@ -8,7 +8,7 @@ runtime/vocoder.py over the exported graph vs upstream `CosyVoice2Model.token2wa
 tests/test_hift_streaming.py), in float and in PCM LSB. Exits 1 if anything is out of tolerance. Uses
 ~4 GiB of RAM (the bundle build includes the LLM); on a shared machine run it under the full-size lock:
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/check_hift_full.py [--work build/hift-full] [--bundle DIR]
+    flock /tmp/fullsize.lock .venv/bin/python ci/check_hift_full.py [--work build/full] [--bundle DIR]
 
 The bundle (~2.6 GB) is kept in --work and reused by later runs; --bundle reuses any full-size bundle.
 """
@@ -19,22 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-if (SHARED / "oracle" / "oracle_env.py").exists():
-    sys.path.insert(0, str(SHARED / "oracle"))
-    import oracle_env  # noqa: F401,E402  (before torch)
+import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
 
-
-def full_bundle(work: Path, seed: int) -> Path:
-    from exporters.random_init import make_random_bundle
-
-    bundle = work / f"bundle-full-{seed}"
-    if not bundle.exists():
-        print(f"writing full-size random bundle to {bundle}", flush=True)
-        make_random_bundle(bundle, "full", seed)
-    return bundle
 
 
 def stream_errors(hift, pack, mel, hops, seed: int, pin: bool) -> list[tuple[int, float, int]]:
@@ -70,7 +57,7 @@ def stream_errors(hift, pack, mel, hops, seed: int, pin: bool) -> list[tuple[int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "hift-full")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--bundle", type=Path, default=None, help="an existing full-size bundle (default: make one "
                                                               "in --work)")
     ap.add_argument("--seed", type=int, default=0)

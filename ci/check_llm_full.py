@@ -10,7 +10,7 @@ CosyVoice2-0.5B sizes) and compare the runtime's decoding with upstream PyTorch'
    loop) gives the same 50 tokens, for two seeds.
 Exits 1 if anything fails. Uses ~9 GiB of RAM; on a shared machine run it under the full-size lock:
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/check_llm_full.py [--work build/llm-full]
+    flock /tmp/fullsize.lock .venv/bin/python ci/check_llm_full.py [--work build/full]
 
 The bundle (~2.6 GB) and the pack (~2.5 GB) are kept in --work and reused by ci/bench_llm.py.
 """
@@ -23,22 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared"
-if (SHARED / "oracle" / "oracle_env.py").exists():
-    sys.path.insert(0, str(SHARED / "oracle"))
-    import oracle_env  # noqa: F401,E402  (before torch)
+import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
 
-
-def full_bundle(work: Path, seed: int) -> Path:
-    from exporters.random_init import make_random_bundle
-
-    bundle = work / f"bundle-full-{seed}"
-    if not bundle.exists():
-        print(f"writing full-size random bundle to {bundle}", flush=True)
-        make_random_bundle(bundle, "full", seed)
-    return bundle
 
 
 def check(ok: bool, line: str, failures: list) -> None:
@@ -49,7 +36,7 @@ def check(ok: bool, line: str, failures: list) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "llm-full")
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tokens", type=int, default=50)
     ap.add_argument("--reuse-pack", action="store_true", help="skip the export if --work has a pack")

@@ -185,3 +185,28 @@ def upstream_hops(policy: dict, total_tokens: int) -> list[int]:
         offset += hop
         hop = min(policy["token_max_hop_len"], hop * policy["stream_scale_factor"])
     return hops + [total_tokens - offset]
+
+
+@contextlib.contextmanager
+def hift_noise(hift, noise_source, mel_cache_len: int):
+    """Each upstream `hift.inference` call (as CosyVoice2Model.token2wav makes them: the first without, later ones
+    with `mel_cache_len` cached frames in front) gets `noise_source(first_frame, frames)`, the noise the
+    runtime's vocoder uses for the same absolute mel frames."""
+    original = hift.inference
+    state = {"next": 0, "calls": 0}
+
+    def inference(speech_feat, cache_source):
+        cached = 0 if state["calls"] == 0 else mel_cache_len
+        first = state["next"] - cached
+        frames = speech_feat.shape[2]
+        with injected_noise(noise_source(first, frames)):
+            out = original(speech_feat=speech_feat, cache_source=cache_source)
+        state["next"] += frames - cached
+        state["calls"] += 1
+        return out
+
+    hift.inference = inference
+    try:
+        yield state
+    finally:
+        del hift.inference  # back to the class method

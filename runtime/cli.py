@@ -104,6 +104,9 @@ def run(
                                   "(CosyVoice2 bi-streaming text input) instead of sentence by sentence."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and vocoder noise: same seed, same bytes."),
     device: str = typer.Option("cpu", "--device", help="ONNX Runtime device: cpu or cuda."),
+    trt: str = typer.Option("auto", "--trt", help="TensorRT plans: auto (on --device cuda, the pack's plans if "
+                            "it has any, fp16 first), off, fp16 or fp32. Mismatched plans (other GPU, TensorRT "
+                            "version or graph) are refused; plans are never built at run time."),
     llm_graph: str = typer.Option("llm", "--llm-graph", help="LLM graph of the pack, e.g. llm or llm.int8."),
     threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads (0: ORT default)."),
     max_chars: int = typer.Option(10_000, "--max-chars", help="Refuse longer texts (split documents instead)."),
@@ -133,13 +136,16 @@ def run(
     token_ids = read_tokens(tokens) if tokens is not None else None
 
     t_load = time.perf_counter()
-    engine = PackEngine.get(pack, device=device, llm_graph=llm_graph, threads=threads or None)
+    engine = PackEngine.get(pack, device=device, llm_graph=llm_graph, threads=threads or None, trt=trt,
+                            trt_chunk="stream" if stream else "offline")
     prompt = None
     if prompt_wav is not None:
         inputs = engine.prompt_frontend.zero_shot(prompt_wav, prompt_text or "")
         prompt = Prompt.from_inputs(inputs, cross_lingual=prompt_text is None)
     session = TtsSession(engine, prompt=prompt, seed=seed, stream=stream, max_chars=max_chars)
-    log(f"loaded {pack} in {time.perf_counter() - t_load:.2f} s; {engine.describe_schedule()}")
+    backend = f"TensorRT {engine.trt} plans for {', '.join(engine.plans_used)}" if engine.plans_used else \
+        f"ONNX Runtime ({device})"
+    log(f"loaded {pack} in {time.perf_counter() - t_load:.2f} s on {backend}; {engine.describe_schedule()}")
 
     sink = PcmSink(out, engine.sample_rate)
     logf = open(chunk_log, "w") if chunk_log else None

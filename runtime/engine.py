@@ -22,32 +22,58 @@ _LOCK = threading.Lock()
 
 
 class PackEngine:
-    def __init__(self, pack: Pack, device: str = "cpu", llm_graph: str = "llm", threads: int | None = None):
+    def __init__(self, pack: Pack, device: str = "cpu", llm_graph: str = "llm", threads: int | None = None,
+                 trt: str = "auto", trt_chunk: str = "stream"):
+        """`trt`: 'off', a plan precision ('fp16'/'fp32'), or 'auto' (on a CUDA device, the pack's fp16 plans,
+        else its fp32 ones; none on CPU). Graphs with a matching plan for `trt_chunk` ('stream'/'offline') run
+        on TensorRT, the others on ONNX Runtime."""
         self.pack = pack
         self.device = device
+        self.trt = resolve_trt(pack, device, trt)
+        self.trt_chunk = trt_chunk
         missing = [g for g in TOKEN2WAV_GRAPHS if not pack.has_graph(g)]
         if missing:
             raise ToolError(pack.root, f"pack has no graph {', '.join(missing)}",
                             f"tts-run needs {', '.join(TOKEN2WAV_GRAPHS)} (re-export with tts-export)")
         self.sample_rate = int(pack.audio["sample_rate"])
         self.chunk_policy = pack.audio["chunk_policy"]
-        self.flow = FlowStage(pack, device=device, threads=threads)
-        hift = pack.graph(HIFT)
-        self.hift_session = GraphSession(hift.onnx_path, hift.spec(), device=device, threads=threads)
-        self.llm_graph = llm_graph
         self.threads = threads
+        self.plans_used: list[str] = []
+        self.flow = FlowStage(pack, device=device, threads=threads,
+                              sessions={g: self._plan_session(g) for g in (ENCODER, ESTIMATOR)})
+        self.hift_session = self._plan_session(HIFT) or self._ort_session(HIFT)
+        self.llm_graph = llm_graph
         self._llm = None
         self._tokenizer = None
         self._prompt_frontend = None
 
     @classmethod
     def get(cls, pack_dir: str | Path, device: str = "cpu", llm_graph: str = "llm",
-            threads: int | None = None) -> "PackEngine":
-        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads)
+            threads: int | None = None, trt: str = "auto", trt_chunk: str = "stream") -> "PackEngine":
+        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk)
         with _LOCK:
             if key not in _ENGINES:
-                _ENGINES[key] = cls(Pack.open(pack_dir), device=device, llm_graph=llm_graph, threads=threads)
+                _ENGINES[key] = cls(Pack.open(pack_dir), device=device, llm_graph=llm_graph, threads=threads,
+                                    trt=trt, trt_chunk=trt_chunk)
             return _ENGINES[key]
+
+    def _ort_session(self, graph: str) -> GraphSession:
+        entry = self.pack.graph(graph)
+        return GraphSession(entry.onnx_path, entry.spec(), device=self.device, threads=self.threads)
+
+    def _plan_session(self, graph: str):
+        """The graph's TensorRT plan (checked against this host and the pack), if plans are on and it has one."""
+        if self.trt is None:
+            return None
+        from trt.runner import find_plan, open_plan
+
+        if find_plan(self.pack, graph, self.trt, self.trt_chunk) is None:
+            return None
+        from runtime.plan_session import PlanSession
+
+        session = PlanSession(open_plan(self.pack, graph, self.trt, self.trt_chunk), lambda: self._ort_session(graph))
+        self.plans_used.append(graph)
+        return session
 
     # Text-side pieces load on first use: a tokens-only run needs neither the LLM nor the tokenizer.
     @property
@@ -58,7 +84,8 @@ class PackEngine:
                                 "from text", "export the LLM too, or run token->audio with --tokens FILE")
             from runtime.llm_stage import LLMStage
 
-            self._llm = LLMStage(self.pack, graph=self.llm_graph, device=self.device, threads=self.threads)
+            self._llm = LLMStage(self.pack, graph=self.llm_graph, device=self.device, threads=self.threads,
+                                 session=self._plan_session(self.llm_graph))
         return self._llm
 
     @property
@@ -85,3 +112,23 @@ class PackEngine:
                 f"mel cache {p['mel_cache_len']} frames, source cache {p['source_cache_len']} samples, "
                 f"{p['crossfade']['window']} cross-fade {p['crossfade']['length']}, output chunks "
                 f"{p['output_chunk_samples']} samples at {self.sample_rate} Hz")
+
+
+def resolve_trt(pack: Pack, device: str, trt: str) -> str | None:
+    """The plan precision to use, or None for ONNX Runtime only."""
+    plans = pack.manifest.get("plans", {})
+    precisions = {rec["precision"] for rec in plans.values()}
+    if trt == "off":
+        return None
+    if trt == "auto":
+        if device != "cuda" or not precisions:
+            return None
+        return "fp16" if "fp16" in precisions else "fp32"
+    if trt not in ("fp16", "fp32"):
+        raise ToolError("--trt", f"is {trt!r}", "auto, off, fp16 or fp32")
+    if device != "cuda":
+        raise ToolError("--trt", "TensorRT plans run on a CUDA GPU", "add --device cuda")
+    if trt not in precisions:
+        raise ToolError(pack.root, f"pack has no {trt} TensorRT plans", "build them: tts-build-trt --pack PACK "
+                        f"--precision {trt}, or run with --trt off")
+    return trt

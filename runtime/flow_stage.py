@@ -52,10 +52,13 @@ class FlowCondition:
 class FlowStage:
     """`flow.encoder` + Euler/CFG over `flow.decoder.estimator`, reading every constant from the pack."""
 
-    def __init__(self, pack: Pack, device: str = "cpu", threads: int | None = None):
+    def __init__(self, pack: Pack, device: str = "cpu", threads: int | None = None, sessions: dict | None = None):
+        """`sessions` may supply graph name -> session objects with the GraphSession `run` API (TensorRT plans)."""
         enc, est = pack.graph(ENCODER), pack.graph(ESTIMATOR)
-        self.encoder = GraphSession(enc.onnx_path, enc.spec(), device=device, threads=threads)
-        self.estimator = GraphSession(est.onnx_path, est.spec(), device=device, threads=threads)
+        sessions = sessions or {}
+        self.encoder = sessions.get(ENCODER) or GraphSession(enc.onnx_path, enc.spec(), device=device, threads=threads)
+        self.estimator = sessions.get(ESTIMATOR) or GraphSession(est.onnx_path, est.spec(), device=device,
+                                                                 threads=threads)
         enc_facts, ode_facts = self.encoder.spec.facts, self.estimator.spec.facts
         policy = pack.audio["chunk_policy"]
         self.lookahead = int(policy["pre_lookahead_len"])

@@ -113,11 +113,12 @@ class LLMStage:
     """Speech-token generation on the pack's LLM graph (`llm`, or a variant such as `llm.int8`)."""
 
     def __init__(self, pack: Pack | str | Path, graph: str = "llm", device: str = "cpu", threads: int | None = None,
-                 io_binding: bool = True):
+                 io_binding: bool = True, session=None):
         pack = pack if isinstance(pack, Pack) else Pack.open(pack)
         entry = pack.graph(graph)
         self.spec = entry.spec()
-        self.session = GraphSession(entry.onnx_path, self.spec, device=device, threads=threads)
+        # `session`: any object with the GraphSession `run` API (e.g. a TensorRT plan); IO binding is ORT-only
+        self.session = session or GraphSession(entry.onnx_path, self.spec, device=device, threads=threads)
         f = self.spec.facts
         for key in ("num_layers", "num_kv_heads", "head_dim", "logits_size", "data", "sos_index", "task_id_index",
                     "eos_token", "stop_tokens", "min_token_text_ratio", "max_token_text_ratio"):
@@ -129,7 +130,7 @@ class LLMStage:
         self.llm_embedding = np.asarray(pack.data(f["data"]["llm_embedding"]))
         self.params = RasParams.from_facts(f.get("sampling", {}))
         self.stop = set(int(t) for t in f["stop_tokens"])
-        self.io_binding = io_binding and device == "cpu"
+        self.io_binding = io_binding and device == "cpu" and isinstance(self.session, GraphSession)
         self.cache_inputs = [n for n in self.spec.input_names if n.startswith("past_key_values.")]
         self.cache_outputs = [n for n in self.spec.output_names if n.startswith("present.")]
 

@@ -81,12 +81,14 @@ def derive_seed(seed: int, *parts: int) -> int:
 
 class TtsSession:
     def __init__(self, engine: PackEngine, prompt: Prompt | None = None, seed: int = 0, stream: bool = True,
-                 max_chars: int = 10_000):
+                 max_chars: int = 10_000, sampler_factory=None):
         self.engine = engine
         self.prompt = prompt or Prompt.none(engine.flow.mel_bins)
         self.seed = int(seed)
         self.stream = stream
         self.max_chars = max_chars
+        # segment index -> sampler `(log-probs, decoded) -> token`; default: seeded ras_sampling (the yaml's)
+        self.sampler_factory = sampler_factory
         self.chunk_samples = int(engine.chunk_policy["output_chunk_samples"])
         self._mode: str | None = None
         self._texts: deque[str] = deque()
@@ -234,7 +236,8 @@ class TtsSession:
 
         for i, seg in enumerate(segments):
             ids = e.tokenizer.encode(seg)
-            sampler = RasSampler(derive_seed(self.seed, i, 0), e.llm.params)
+            sampler = (self.sampler_factory(i) if self.sampler_factory
+                       else RasSampler(derive_seed(self.seed, i, 0), e.llm.params))
             tokens = e.llm.generate(ids, p.text_ids if p.llm_uses_prompt else (),
                                     p.speech_tokens if p.llm_uses_prompt else (), sampler=sampler)
             yield from self._token2wav(tokens, i, last_segment=i == len(segments) - 1)

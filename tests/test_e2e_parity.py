@@ -13,7 +13,6 @@ mode and its offline output in offline mode, and the test measures that the two 
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 
 import numpy as np
@@ -44,35 +43,11 @@ class Recorder:
         return t
 
 
-@contextlib.contextmanager
-def hift_noise(hift, noise_source, mel_cache_len: int):
-    """Each upstream `hift.inference` call gets the runtime's noise for its absolute mel frames."""
-    from exporters.hift_oracle import injected_noise
-
-    original = hift.inference
-    state = {"next": 0, "calls": 0}
-
-    def inference(speech_feat, cache_source):
-        cached = 0 if state["calls"] == 0 else mel_cache_len
-        first = state["next"] - cached
-        frames = speech_feat.shape[2]
-        with injected_noise(noise_source(first, frames)):
-            out = original(speech_feat=speech_feat, cache_source=cache_source)
-        state["next"] += frames - cached
-        state["calls"] += 1
-        return out
-
-    hift.inference = inference
-    try:
-        yield state
-    finally:
-        del hift.inference  # back to the class method
-
-
 def upstream_tts(model, text_ids, prompt, stream: bool, seed: int, params):
     import torch
     from cosyvoice.cli.model import CosyVoice2Model
 
+    from exporters.hift_oracle import hift_noise
     from exporters.llm_upstream import injected_sampler
     from runtime.noise import FrameNoise
     from runtime.sampling import RasSampler

@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""End-to-end streaming benchmark at full size on CPU: `TtsSession` (the `tts-run` runtime) on the pack vs
+upstream PyTorch `CosyVoice2Model.tts(stream=True)`, in one run.
+
+Both sides synthesize the same utterance with the same work: the same text ids, no prompt, the same
+ras_sampling with the same seed but with every stop id masked, so both generate exactly max_len = 20 x
+(text tokens) speech tokens; the same HiFT noise. Each side runs in its own subprocess (so its peak RSS is
+its own), loads its models, does one short warm-up, then the measured run. Printed per side: load time,
+TTFA (first audio chunk), wall time, audio seconds, RTF, peak RSS; then the ratios runtime / upstream and
+whether the two outputs agree (speech tokens identical; PCM within the end-to-end parity bounds).
+
+Targets: TTFA <= 0.5 x upstream's and RTF <= 0.5 x upstream's at FP32, same outputs. Upstream's streaming
+loop polls with `time.sleep(0.1)` per iteration: that is part of its real TTFA and is measured as is.
+
+    flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import full_size  # noqa: E402,F401  (sys.path + the upstream oracle, before torch)
+from full_size import DEFAULT_WORK, full_bundle  # noqa: E402
+
+# About 8 text tokens: with every stop id masked, both sides generate max_len = 20 x 8 = 160 speech tokens.
+TEXT = "Both engines say this in full."
+
+
+def never_stop_sampler(seed: int, params, stop_ids):
+    """Seeded ras_sampling over the speech tokens only: the utterance runs to max_len on both sides."""
+    import numpy as np
+
+    from runtime.sampling import RasSampler
+
+    inner = RasSampler(seed, params)
+    stops = list(stop_ids)
+
+    def sample(scores, decoded):
+        scores = np.array(scores, dtype=np.float32)
+        scores[stops] = -np.inf
+        return inner(scores, decoded)
+
+    return sample
+
+
+def worker(side: str, args) -> dict:
+    import numpy as np
+
+    from runtime.frontend.normalize import normalize_text
+    from runtime.frontend.text import TextTokenizer
+    from runtime.noise import FrameNoise
+    from runtime.session import derive_seed
+    from specs.pack import Pack
+
+    pack_dir = args.work / "pack"
+    tokenizer = TextTokenizer.from_pack(Pack.open(pack_dir))
+    t_load = time.perf_counter()
+    if side == "runtime":
+        from runtime.engine import PackEngine
+        from runtime.session import TtsSession
+
+        engine = PackEngine.get(pack_dir, threads=args.threads)
+        params, stops = engine.llm.params, engine.llm.facts["stop_tokens"]
+        load = time.perf_counter() - t_load
+
+        def run(text):
+            s = TtsSession(engine, seed=args.seed, stream=True,
+                           sampler_factory=lambda i: never_stop_sampler(derive_seed(args.seed, i, 0), params, stops))
+            t0 = time.perf_counter()
+            s.synthesize(text)
+            first, pcm = None, []
+            for chunk in s.chunks():
+                if first is None:
+                    first = time.perf_counter() - t0
+                pcm.append(chunk.pcm)
+            wall = time.perf_counter() - t0
+            return first, wall, np.frombuffer(b"".join(pcm), "<i2"), s.speech_tokens[0]
+    else:
+        import torch
+        from cosyvoice.cli.model import CosyVoice2Model
+
+        from exporters.bundle import Bundle
+        from exporters.hift_oracle import hift_noise
+        from exporters.llm_upstream import injected_sampler
+        from runtime.sampling import RasParams
+        from runtime.vocoder import pcm16
+
+        torch.set_num_threads(args.threads)
+        model = Bundle.open(full_bundle(args.work, args.seed)).build()
+        params = RasParams(**model.sampling)
+        stops = [int(t) for t in model.llm.stop_token_ids]
+        load = time.perf_counter() - t_load
+
+        def run(text):
+            # the ids upstream's frontend makes (runtime/frontend is tested equal to it)
+            ids = tokenizer.encode(normalize_text(text, tokenizer.encode, split=True)[0])
+            up = CosyVoice2Model(model.llm, model.flow, model.hift)  # fresh: hop growth reset (P4)
+            tokens = []
+            base = never_stop_sampler(derive_seed(args.seed, 0, 0), params, stops)
+            sampler = lambda sc, dec: tokens.append(base(sc, dec)) or tokens[-1]  # noqa: E731
+            noise = FrameNoise(derive_seed(args.seed, 0, 1), int(model.hift.f0_upsamp.scale_factor),
+                               model.hift.nb_harmonics + 1)
+            z = lambda *shape: torch.zeros(*shape, dtype=torch.int32)  # noqa: E731
+            t0 = time.perf_counter()
+            first, out = None, []
+            with injected_sampler(model.llm, sampler), hift_noise(model.hift, noise, up.mel_cache_len):
+                for o in up.tts(text=torch.tensor([ids], dtype=torch.int32), flow_embedding=torch.zeros(1, 192),
+                                llm_embedding=torch.zeros(1, 192), prompt_text=z(1, 0), llm_prompt_speech_token=z(1, 0),
+                                flow_prompt_speech_token=z(1, 0), prompt_speech_feat=torch.zeros(1, 0, 80), stream=True):
+                    if first is None:
+                        first = time.perf_counter() - t0
+                    out.append(o["tts_speech"].numpy()[0])
+            return first, time.perf_counter() - t0, pcm16(np.concatenate(out)), tokens
+
+    run("Warm up.")  # short: loads lazy parts, fills allocator pools
+    ttfa, wall, pcm, tokens = run(args.text)
+    np.save(args.work / f"bench_e2e_{side}.npy", pcm)
+    return {"side": side, "load_s": load, "ttfa_s": ttfa, "wall_s": wall, "audio_s": len(pcm) / 24000,
+            "rtf": wall / (len(pcm) / 24000), "speech_tokens": [int(t) for t in tokens],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--text", default=TEXT, help="the utterance (speech tokens = 20 x its text tokens)")
+    ap.add_argument("--side", choices=["runtime", "upstream"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side:
+        print(json.dumps(worker(args.side, args)))
+        return 0
+
+    import numpy as np
+
+    if not (args.work / "pack" / "manifest.json").exists():
+        print(f"ERROR | {args.work / 'pack'} is missing. Note: make it with "
+              f"tts-export --model-dir {args.work}/bundle-full-{args.seed} --out {args.work}/pack")
+        return 1
+    res = {}
+    for side in ("upstream", "runtime"):
+        cmd = [sys.executable, __file__, "--side", side, "--work", str(args.work), "--seed", str(args.seed),
+               "--threads", str(args.threads), "--text", args.text]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        res[side] = json.loads(out.strip().splitlines()[-1])
+    print(f"full-size CosyVoice2, {len(res['runtime']['speech_tokens'])} speech tokens, streaming, CPU, "
+          f"{args.threads} threads: {args.text!r}")
+    print(f"{'':<10} {'load s':>8} {'TTFA s':>8} {'wall s':>8} {'audio s':>8} {'RTF':>7} {'peak RSS MB':>12}")
+    for side, r in res.items():
+        print(f"{side:<10} {r['load_s']:8.2f} {r['ttfa_s']:8.2f} {r['wall_s']:8.2f} {r['audio_s']:8.2f} "
+              f"{r['rtf']:7.3f} {r['peak_rss_mb']:12.0f}")
+    u, o = res["upstream"], res["runtime"]
+    print(f"runtime / upstream: TTFA {o['ttfa_s'] / u['ttfa_s']:.2f}x (target <= 0.5) | RTF {o['rtf'] / u['rtf']:.2f}x "
+          f"(target <= 0.5) | peak RSS {o['peak_rss_mb'] / u['peak_rss_mb']:.2f}x")
+    a = np.load(args.work / "bench_e2e_runtime.npy").astype(np.int64)
+    b = np.load(args.work / "bench_e2e_upstream.npy").astype(np.int64)
+    same_tokens = o["speech_tokens"] == u["speech_tokens"]
+    diff = np.abs(a - b) if a.shape == b.shape else None
+    verdict = same_tokens and diff is not None and diff.max() <= 20 and diff.mean() <= 2.0
+    print(f"outputs: speech tokens {'identical' if same_tokens else 'DIFFERENT'}; PCM "
+          + (f"max |diff| {diff.max()} LSB, mean {diff.mean():.2f} LSB" if diff is not None else "lengths differ")
+          + f" -> {'SAME' if verdict else 'DIFFERENT'} (bounds: tests/test_e2e_parity.py, streaming)")
+    return 0 if verdict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

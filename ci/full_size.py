@@ -1,0 +1,30 @@
+"""Shared set-up of the full-size scripts in ci/: the upstream oracle on sys.path (before torch) and one
+full-size random-init bundle that every check and benchmark reuses (~2.6 GB, made once).
+
+    import full_size  # from a script in ci/: sets sys.path and imports the oracle
+    bundle = full_size.full_bundle(work, seed)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WORK = REPO / "build" / "full"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared"
+if (SHARED / "oracle" / "oracle_env.py").exists():
+    sys.path.insert(0, str(SHARED / "oracle"))
+    import oracle_env  # noqa: F401,E402  (before torch)
+
+
+def full_bundle(work: Path = DEFAULT_WORK, seed: int = 0) -> Path:
+    """The full-size random-init bundle in `work` (made on first use)."""
+    from exporters.random_init import make_random_bundle
+
+    bundle = work / f"bundle-full-{seed}"
+    if not bundle.exists():
+        print(f"writing full-size random bundle to {bundle}", flush=True)
+        make_random_bundle(bundle, "full", seed)
+    return bundle
