@@ -195,14 +195,29 @@ def add_metadata(path: Path, spec: GraphSpec, facts: dict) -> None:
     onnx.save_model(proto, str(path))
 
 
+def trig_argument_nodes(proto) -> list[str]:
+    """Sin/Cos nodes and every node computing their arguments: sinusoidal time embeddings take arguments up
+    to ~1000 (1000 * t * freq), where fp16's spacing is 0.5 rad; these stay fp32 in an fp16 variant."""
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    keep, todo = set(), [n for n in proto.graph.node if n.op_type in ("Sin", "Cos")]
+    while todo:
+        node = todo.pop()
+        if node.name in keep:
+            continue
+        keep.add(node.name)
+        todo.extend(producer[i] for i in node.input if i in producer)
+    return sorted(keep)
+
+
 def fp16_variant(src: Path, dst: Path, spec: GraphSpec, fp16_tolerances: dict[str, Tolerance]) -> GraphSpec:
     """Weights and compute in fp16, I/O kept fp32 (so the runtime feeds the same tensors)."""
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     proto = onnx.load(str(src))
-    half = OnnxModel(convert_float_to_float16(proto, keep_io_types=True))
+    half = OnnxModel(convert_float_to_float16(proto, keep_io_types=True, op_block_list=list(DEFAULT_OP_BLOCK_LIST),
+                                              node_block_list=trig_argument_nodes(proto)))
     half.topological_sort()  # the converter appends its input Casts at the end of the node list
     onnx.save_model(half.model, str(dst))
     return replace(spec, graph=spec.graph + ".fp16", precision="fp16",

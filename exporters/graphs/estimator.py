@@ -23,6 +23,12 @@ class EstimatorExporter(GraphExporter):
     name = "flow.decoder.estimator"
     opset = 18
     trace_case = "steady_chunk"
+    # `--fp16`: weights and activations in fp16 (fp32 I/O; the sinusoidal time embedding stays fp32).
+    fp16_tolerances = {"velocity": Tolerance(
+        atol=0.5, rtol=0.0,
+        reason="fp16 rounding accumulates over the U-Net's resnet/attention blocks and grows with t (the time "
+               "embedding gain): measured max 0.23 / mean 0.026 at t = 0.69 on the tiny config (output rms ~0.9); "
+               "the ODE averages this over 10 steps. A wrong mask or dropped block errs by > 1")}
 
     def spec(self, model) -> GraphSpec:
         est = model.flow.decoder.estimator
