@@ -56,9 +56,9 @@ def main() -> int:
     from specs.pack import Pack
 
     logging.getLogger().setLevel(logging.WARNING)
-    bundle, pack_dir = args.work / f"bundle-full-{args.seed}", args.work / "flow-pack"
+    bundle, pack_dir = args.work / f"bundle-full-{args.seed}", args.work / "pack"
     if not (bundle.exists() and pack_dir.exists()):
-        print(f"ERROR | {args.work} has no full bundle + flow pack. Note: run ci/check_flow_full.py first")
+        print(f"ERROR | {args.work} has no full bundle + flow pack. Note: tts-export --random-init full --int8 --keep-bundle {args.work}/bundle-full-{args.seed} --out {args.work}/pack")
         return 1
     torch.set_num_threads(args.threads)
     model = Bundle.open(bundle).build(with_llm=False)

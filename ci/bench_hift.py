@@ -95,7 +95,7 @@ def main() -> int:
 
     logging.getLogger().setLevel(logging.WARNING)
     bundle = args.bundle or args.work / f"bundle-full-{args.seed}"
-    pack = Pack.open(args.pack or args.work / "hift-pack")
+    pack = Pack.open(args.pack or args.work / "pack")
     torch.set_num_threads(args.threads)
     model = Bundle.open(bundle).build(with_llm=False)
     hift = model.hift

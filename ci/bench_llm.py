@@ -63,9 +63,9 @@ def main() -> int:
     from specs.pack import Pack
 
     logging.getLogger().setLevel(logging.WARNING)
-    bundle, pack_dir = args.work / f"bundle-full-{args.seed}", args.work / "llm-pack"
+    bundle, pack_dir = args.work / f"bundle-full-{args.seed}", args.work / "pack"
     if not (bundle.exists() and (pack_dir / "llm.int8.onnx").exists()):
-        print(f"ERROR | {args.work} has no full bundle + llm pack with llm.int8. Note: run ci/check_llm_full.py first")
+        print(f"ERROR | {args.work} has no full bundle + llm pack with llm.int8. Note: tts-export --random-init full --int8 --keep-bundle {args.work}/bundle-full-{args.seed} --out {args.work}/pack")
         return 1
     torch.set_num_threads(args.threads)
     llm = Bundle.open(bundle).build().llm

@@ -135,13 +135,18 @@ def run_cli(*args, cwd=None):
 @pytest.mark.parametrize("damage, expect", [
     ("missing_hift", "bundle is missing hift.pt"),
     ("truncated_flow", "flow.pt | cannot be read as a PyTorch state dict"),
+    ("other_yaml", "cosyvoice2.yaml | declares a cosyvoice3 model"),
 ])
 def test_cli_bad_bundle_one_line_error_and_no_pack(tiny_bundle, tmp_path, damage, expect):
     b = _copy_bundle(tiny_bundle, tmp_path / "b")
     if damage == "missing_hift":
         (b / "hift.pt").unlink()
-    else:
+    elif damage == "truncated_flow":
         _replace(b / "flow.pt", (tiny_bundle / "flow.pt").read_bytes()[:4096])
+    elif DATA_DIR.is_dir():
+        _replace(b / "cosyvoice2.yaml", (DATA_DIR / "cosyvoice3.yaml").read_bytes())
+    else:
+        pytest.skip(f"{DATA_DIR} not present")
     out = tmp_path / "pack"
     r = run_cli("tts-export", "--model-dir", str(b), "--out", str(out))
     assert r.returncode == 1
