@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
-from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
+from full_size import DEFAULT_WORK  # noqa: E402
 
 
 def interleaved(fns: dict, reps: int, gap: float) -> dict[str, tuple[list[float], list[float]]]:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
-from full_size import DEFAULT_WORK, REPO, full_bundle  # noqa: E402,F401
+from full_size import DEFAULT_WORK, full_bundle  # noqa: E402
 
 
 

@@ -246,11 +246,7 @@ def export_graph(exporter: GraphExporter, model, writer: PackWriter, opts: Expor
     onnx.checker.check_model(str(path), full_check=True)
     check_graph_matches_spec(onnx.load(str(path), load_external_data=False), spec, str(path))
     log(f"[{name}] ONNX Runtime vs PyTorch on {len(cases)} cases")
-    results = ort_check(path, spec, cases, name)
-    for c in results:
-        log("  " + c.line())
-    if not all(c.passed for c in results):
-        _fail(name, results)
+    results = judge(path, spec, cases, name, log)
     simplified = False
     if opts.simplify and not external:
         log(f"[{name}] onnxsim")
@@ -272,21 +268,11 @@ def export_graph(exporter: GraphExporter, model, writer: PackWriter, opts: Expor
             log(f"[{name}] fp16 variant skipped: this graph declares no fp16 tolerances")
         else:
             t1 = time.time()
-            half_name = f"{name}.fp16"
-            half_rel = f"{half_name}.onnx"
+            half_rel = f"{name}.fp16.onnx"
             half_spec = fp16_variant(path, writer.path(half_rel), spec, fp16_tolerances)
             onnx.checker.check_model(str(writer.path(half_rel)), full_check=True)
-            log(f"[{half_name}] ONNX Runtime (fp16) vs PyTorch (fp32)")
-            half_results = ort_check(writer.path(half_rel), half_spec, cases, half_name)
-            for c in half_results:
-                log("  " + c.line())
-            if not all(c.passed for c in half_results):
-                _fail(half_name, half_results)
-            add_metadata(writer.path(half_rel), half_spec, facts)
-            res = GraphResult(half_name, half_results, False, time.time() - t1)
-            writer.add_graph(half_name, half_spec, half_rel, cases, exporter.opset,
-                             extra={"variant_of": name, "simplified": False, "report": res.summary()})
-            out.append(res)
+            log(f"[{half_spec.graph}] ONNX Runtime (fp16) vs PyTorch (fp32)")
+            out.append(add_variant(writer, name, half_spec, half_rel, [], cases, exporter.opset, t1, log))
     if opts.int8 and getattr(exporter, "weight_only", None):
         out.append(_weight_only_variant(exporter, path, spec, cases, writer, facts, log))
     return out
@@ -296,8 +282,6 @@ def _weight_only_variant(exporter: GraphExporter, src: Path, spec: GraphSpec, ca
                          facts: dict, log) -> GraphResult:
     """MatMul weights quantized (exporters/weight_only.py), fp32 I/O; checked against the fp32 PyTorch outputs
     under the exporter's `weight_only_tolerances(spec)`."""
-    import onnx
-
     from exporters.weight_only import quantize_matmul_weights
 
     t0 = time.time()
@@ -308,17 +292,32 @@ def _weight_only_variant(exporter: GraphExporter, src: Path, spec: GraphSpec, ca
     vspec = replace(spec, graph=name, precision=cfg.precision,
                     tolerances={**spec.tolerances, **exporter.weight_only_tolerances(spec)},
                     facts={**facts, "weight_only": cfg.facts()})
-    check_graph_matches_spec(onnx.load(str(writer.path(rel)), load_external_data=False), vspec, rel)
     log(f"[{name}] ONNX Runtime ({cfg.precision} weights) vs PyTorch (fp32)")
-    results = ort_check(writer.path(rel), vspec, cases, name)
+    return add_variant(writer, spec.graph, vspec, rel, external, cases, exporter.opset, t0, log)
+
+
+def judge(path: Path, spec: GraphSpec, cases: dict, label: str, log) -> list[Comparison]:
+    """ONNX Runtime on every case under the spec's tolerances; one line per output; raise on any failure."""
+    results = ort_check(path, spec, cases, label)
     for c in results:
         log("  " + c.line())
     if not all(c.passed for c in results):
-        _fail(name, results)
-    add_metadata(writer.path(rel), vspec, vspec.facts)
-    res = GraphResult(name, results, False, time.time() - t0)
-    writer.add_graph(name, vspec, rel, cases, exporter.opset, external_data=external,
-                     extra={"variant_of": spec.graph, "simplified": False, "report": res.summary()})
+        _fail(label, results)
+    return results
+
+
+def add_variant(writer: PackWriter, base: str, vspec: GraphSpec, rel: str, external: list[str], cases: dict,
+                opset: int, t0: float, log) -> GraphResult:
+    """Check a variant graph (fp16, int8, ...) already written under `rel` and add it to the pack."""
+    import onnx
+
+    path = writer.path(rel)
+    check_graph_matches_spec(onnx.load(str(path), load_external_data=False), vspec, rel)
+    results = judge(path, vspec, cases, vspec.graph, log)
+    add_metadata(path, vspec, vspec.facts)
+    res = GraphResult(vspec.graph, results, False, time.time() - t0)
+    writer.add_graph(vspec.graph, vspec, rel, cases, opset, external_data=external,
+                     extra={"variant_of": base, "simplified": False, "report": res.summary()})
     return res
 
 

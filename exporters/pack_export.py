@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from specs.errors import ToolError
 from specs.pack import PackWriter, file_record
 from exporters.bundle import QWEN_DIR, Bundle
 from exporters.export_graph import ExportOptions, GraphResult, export_graph

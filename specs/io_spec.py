@@ -16,7 +16,7 @@ import numpy as np
 
 from specs import FORMAT_VERSION
 from specs.errors import ToolError
-from specs.schema import validate_json
+from specs.schema import read_json, validate_json
 
 DTYPES = {
     "float32": np.float32,
@@ -172,13 +172,7 @@ class GraphSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> "GraphSpec":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ToolError(path, "I/O spec file is missing", "every graph in a pack has NAME.io.json") from None
-        except json.JSONDecodeError as e:
-            raise ToolError(path, f"is not valid JSON ({e.msg} at line {e.lineno})") from None
+        d = read_json(path, "I/O spec file", "every graph in a pack has NAME.io.json")
         return cls.from_dict(d, str(path))
 
     # ---- consistency (beyond what JSON Schema can say) ------------------------------------------

@@ -28,7 +28,7 @@ import numpy as np
 from specs import FORMAT_VERSION
 from specs.errors import ToolError
 from specs.io_spec import GraphSpec
-from specs.schema import validate_json
+from specs.schema import read_json, validate_json
 
 MANIFEST = "manifest.json"
 
@@ -127,12 +127,7 @@ class Pack:
         if not root.is_dir():
             raise ToolError(root, "pack directory does not exist", "a directory written by tts-export")
         mpath = root / MANIFEST
-        try:
-            manifest = json.loads(mpath.read_text())
-        except FileNotFoundError:
-            raise ToolError(mpath, "manifest is missing", "a pack directory written by tts-export") from None
-        except json.JSONDecodeError as e:
-            raise ToolError(mpath, f"is not valid JSON ({e.msg} at line {e.lineno})") from None
+        manifest = read_json(mpath, "manifest", "a pack directory written by tts-export")
         validate_json(manifest, "manifest", str(mpath))
         return cls(root, manifest)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specs.errors import ToolError
-from tests.conftest import DATA_DIR, REPO, needs_oracle, needs_shared_data
+from tests.conftest import DATA_DIR, needs_oracle, needs_shared_data
 
 pytestmark = needs_oracle
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from specs import FORMAT_VERSION
 from specs.errors import ToolError
 from specs.pack import MANIFEST, Pack, sha256_file
-from specs.schema import validate_json
+from specs.schema import read_json, validate_json
 from trt.host import HostInfo
 from trt.plans import EnginePlan, rebuild_command
 from trt.policy import ChunkPolicy
@@ -127,9 +127,6 @@ def read_plan(pack: Pack, name: str) -> tuple[dict, dict]:
                             "the file was modified after tts-build-trt; rebuild: "
                             + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]))
     meta_path = pack.root / rec["meta"]
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ToolError(meta_path, f"is not valid JSON ({e.msg} at line {e.lineno})") from None
+    meta = read_json(meta_path, "plan metadata", "the JSON tts-build-trt wrote beside the plan")
     validate_json(meta, "plan_meta", str(meta_path))
     return rec, meta

@@ -12,7 +12,7 @@ import contextlib
 
 import numpy as np
 
-from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance  # noqa: F401
+from specs.io_spec import Dim, GraphSpec, TensorSpec, TestCase, Tolerance
 from exporters.graphs.base import Case, GraphExporter
 from exporters.graphs.flow_common import ChunkMaskFlag, cfm_facts, flow_reference_inputs, traceable_chunk_mask
 

@@ -11,11 +11,11 @@ characters using only lower-ranked tokens (`merges_from_vocab`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from specs.errors import ToolError
+from specs.schema import read_json
 
 QWEN2_SPLIT_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
                      r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
@@ -42,7 +42,7 @@ class TextTokenizer:
                    tokenizer_config_path: str | Path | None = None) -> "TextTokenizer":
         """merges_path None: merges recovered from the vocabulary; tokenizer_config_path None: Qwen2's
         three specials at 151643-151645."""
-        vocab = _read_json(Path(vocab_path), "Qwen2 vocab.json (token -> id)")
+        vocab = read_json(Path(vocab_path), "file", "Qwen2 vocab.json (token -> id)")
         if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
             raise ToolError(vocab_path, "is not a token -> id mapping", "Qwen2's vocab.json")
         base_specials = _base_specials(Path(tokenizer_config_path) if tokenizer_config_path else None)
@@ -126,20 +126,11 @@ def merges_from_vocab(vocab: dict[str, int], where: str = "vocab.json") -> list[
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ToolError(path, "is missing", what) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ToolError(path, f"cannot be read as JSON ({e})", what) from None
-
-
 def _base_specials(config_path: Path | None) -> dict[str, int]:
     """Qwen2's special tokens with their ids: from tokenizer_config.json's added_tokens_decoder if given."""
     if config_path is None:
         return dict(QWEN2_SPECIAL_TOKENS)
-    config = _read_json(config_path, "tokenizer_config.json of the Qwen2 tokenizer")
+    config = read_json(config_path, "file", "tokenizer_config.json of the Qwen2 tokenizer")
     decoder = config.get("added_tokens_decoder") or {}
     found = {entry["content"]: int(i) for i, entry in decoder.items() if entry.get("special", True)}
     return found or dict(QWEN2_SPECIAL_TOKENS)

@@ -19,6 +19,19 @@ def load_schema(name: str) -> dict:
     return json.loads(resources.files("specs.schema").joinpath(f"{name}.schema.json").read_text())
 
 
+def read_json(path, what: str, expected: str | None = None):
+    """Parse a JSON file; a missing or malformed file is a ToolError naming it."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolError(path, f"{what} is missing", expected) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ToolError(path, f"{what} cannot be read as JSON ({e})", expected) from None
+
+
 def validate_json(doc: dict, schema: str, source: str) -> None:
     """Validate `doc` against schema `schema`; raise ToolError naming `source` and the failing field."""
     validator = jsonschema.Draft202012Validator(load_schema(schema))
