@@ -113,7 +113,7 @@ def run(
     chunk_log: Optional[Path] = typer.Option(None, "--chunk-log", help="Write one JSON line per output chunk "
                                              "(offsets, sizes, sha256)."),
 ):
-    """Synthesize speech with a pack on ONNX Runtime.
+    """Synthesize speech with a pack on ONNX Runtime (CPU or CUDA), or on its TensorRT plans.
 
     Prints the streaming schedule at start and, at the end, time-to-first-audio, real-time factor and
     the number of chunks. Output chunks are 40 ms (960 samples at 24 kHz); chunk boundaries and bytes
