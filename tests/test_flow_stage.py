@@ -1,7 +1,5 @@
 """runtime/flow_stage.py: token -> mel over the exported graphs equals upstream's flow, call by call, both
 for a stream (upstream CosyVoice2Model.tts's own chunk loop) and offline."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,13 +9,6 @@ from specs.compare import compare
 from specs.pack import Pack
 
 POLICY = {"token_hop_len": 25, "token_max_hop_len": 100, "stream_scale_factor": 2, "pre_lookahead_len": 3}
-
-
-def test_runtime_modules_import_neither_torch_nor_upstream():
-    code = ("import sys, runtime.flow_stage, runtime.token_hops; "
-            "bad = [m for m in ('torch', 'cosyvoice', 'exporters') if m in sys.modules]; "
-            "sys.exit(f'imported {bad}' if bad else 0)")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_ode_schedule_is_upstreams_float32_schedule():
