@@ -9,10 +9,10 @@ from typing import List, Optional
 
 import typer
 
+from specs.cli import console_log, new_app
 from specs.errors import ToolError, cli_entry
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 
 @app.command()
@@ -53,15 +53,12 @@ def export(
 
       tts-export --model-dir CosyVoice2-0.5B --out cv2-pack --verify-official
     """
-    from rich.console import Console
-
     import logging
 
     from exporters.export_graph import ExportOptions
     from exporters.pack_export import export_pack
 
-    console = Console(stderr=True, soft_wrap=True)
-    log = lambda msg: console.print(msg, markup=False, highlight=False)  # noqa: E731
+    log = console_log(stderr=True)
     logging.getLogger().setLevel(logging.WARNING)  # upstream logs INFO lines while building modules
     try:
         from transformers.utils import logging as hf_logging
@@ -86,7 +83,9 @@ def export(
             else:
                 tmp_root = Path(tempfile.mkdtemp(prefix="cosyvoice-random-"))
                 model_dir = tmp_root / "bundle"
-            with console.status(f"making a {random_init} random-init bundle (seed {seed})") as status:
+            from rich.console import Console
+
+            with Console(stderr=True).status(f"making a {random_init} random-init bundle (seed {seed})") as status:
                 make_random_bundle(model_dir, random_init, seed, progress=lambda m: status.update(m))
             log(f"random-init bundle ({random_init}, seed {seed}) at {model_dir}")
             ri = {"size": random_init, "seed": seed}

@@ -9,10 +9,10 @@ from typing import Optional
 
 import typer
 
+from specs.cli import console_log, new_app
 from specs.errors import ToolError, cli_entry
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 
 def read_text_file(path: Path) -> str:
@@ -119,13 +119,10 @@ def run(
     the number of chunks. Output chunks are 40 ms (960 samples at 24 kHz); chunk boundaries and bytes
     are identical across runs with the same seed.
     """
-    from rich.console import Console
-
     from runtime.engine import PackEngine
     from runtime.session import Prompt, TtsSession
 
-    console = Console(stderr=True, soft_wrap=True)
-    log = lambda m: console.print(m, markup=False, highlight=False)  # noqa: E731
+    log = console_log(stderr=True)
     sources = [s for s in (text, text_file, tokens) if s is not None]
     if len(sources) != 1:
         raise ToolError("tts-run", "give exactly one of --text, --text-file or --tokens")

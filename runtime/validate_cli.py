@@ -7,10 +7,10 @@ from typing import List, Optional
 
 import typer
 
+from specs.cli import console_log, new_app
 from specs.errors import cli_entry
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 
 @app.command()
@@ -31,12 +31,9 @@ def validate(
     pass), then a summary; exits 1 if anything fails. TensorRT plans in the pack are validated too when
     TensorRT and a GPU are available.
     """
-    from rich.console import Console
-
     from runtime.validate import ValidationOptions, validate_pack
 
-    console = Console(soft_wrap=True)
-    log = lambda m: console.print(m, markup=False, highlight=False)  # noqa: E731
+    log = console_log(stderr=False)
     names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
     t0 = time.time()
     result = validate_pack(pack, ValidationOptions(golden=golden, graphs=names, device=device,

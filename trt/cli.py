@@ -7,10 +7,10 @@ from typing import List, Optional
 
 import typer
 
+from specs.cli import new_app
 from specs.errors import ToolError, cli_entry
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 
 @app.command()
