@@ -154,7 +154,7 @@ def run(
         elif bistream:
             for word in _pieces(text or ""):
                 session.push_text(word)
-                for chunk in _drain(session):
+                for chunk in session.chunks():
                     n_chunks, n_samples = _emit(chunk, sink, logf, n_chunks, n_samples)
             session.flush()
         else:
@@ -179,11 +179,6 @@ def _pieces(text: str):
     import re
 
     return [m.group(0) for m in re.finditer(r"\S+\s*|\s+", text)]
-
-
-def _drain(session):
-    while (c := session.next_audio_chunk()) is not None:
-        yield c
 
 
 def _emit(chunk, sink, logf, n_chunks, n_samples):

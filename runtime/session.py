@@ -195,7 +195,8 @@ class TtsSession:
         return chunk
 
     def chunks(self) -> Iterator[AudioChunk]:
-        """Every remaining chunk (after flush / synthesize / push_tokens)."""
+        """The chunks available now; after flush / synthesize / push_tokens, every remaining chunk. In push_text
+        mode before flush it stops where more text is needed."""
         while (c := self.next_audio_chunk()) is not None:
             yield c
 

@@ -19,17 +19,12 @@ def run_session(engine, text=TEXT, seed=0, stream=True, mode="synthesize", **kw)
     else:
         for word in text.split(" "):
             s.push_text(word + " ")
-            pre = list(_drain(s))
+            pre = list(s.chunks())
             assert all(c.n_samples == s.chunk_samples for c in pre)
         s.flush()
     chunks = list(s.chunks())
     assert s.done and chunks[-1].final and not any(c.final for c in chunks[:-1])
     return s, chunks
-
-
-def _drain(s):
-    while (c := s.next_audio_chunk()) is not None:
-        yield c
 
 
 def pcm_of(chunks) -> np.ndarray:
