@@ -53,7 +53,6 @@ def worker(side: str, args) -> dict:
 
     from runtime.frontend.normalize import normalize_text
     from runtime.frontend.text import TextTokenizer
-    from runtime.noise import FrameNoise
     from runtime.session import derive_seed
     from specs.pack import Pack
 
@@ -82,12 +81,11 @@ def worker(side: str, args) -> dict:
             return first, wall, np.frombuffer(b"".join(pcm), "<i2"), s.speech_tokens[0]
     else:
         import torch
-        from cosyvoice.cli.model import CosyVoice2Model
 
         from exporters.bundle import Bundle
-        from exporters.hift_oracle import hift_noise
-        from exporters.llm_upstream import injected_sampler
+        from exporters.upstream_tts import upstream_tts
         from runtime.sampling import RasParams
+        from runtime.session import Prompt
         from runtime.vocoder import pcm16
 
         torch.set_num_threads(args.threads)
@@ -99,22 +97,15 @@ def worker(side: str, args) -> dict:
         def run(text):
             # the ids upstream's frontend makes (runtime/frontend is tested equal to it)
             ids = tokenizer.encode(normalize_text(text, tokenizer.encode, split=True)[0])
-            up = CosyVoice2Model(model.llm, model.flow, model.hift)  # fresh: hop growth reset (P4)
             tokens = []
             base = never_stop_sampler(derive_seed(args.seed, 0, 0), params, stops)
             sampler = lambda sc, dec: tokens.append(base(sc, dec)) or tokens[-1]  # noqa: E731
-            noise = FrameNoise(derive_seed(args.seed, 0, 1), int(model.hift.f0_upsamp.scale_factor),
-                               model.hift.nb_harmonics + 1)
-            z = lambda *shape: torch.zeros(*shape, dtype=torch.int32)  # noqa: E731
             t0 = time.perf_counter()
             first, out = None, []
-            with injected_sampler(model.llm, sampler), hift_noise(model.hift, noise, up.mel_cache_len):
-                for o in up.tts(text=torch.tensor([ids], dtype=torch.int32), flow_embedding=torch.zeros(1, 192),
-                                llm_embedding=torch.zeros(1, 192), prompt_text=z(1, 0), llm_prompt_speech_token=z(1, 0),
-                                flow_prompt_speech_token=z(1, 0), prompt_speech_feat=torch.zeros(1, 0, 80), stream=True):
-                    if first is None:
-                        first = time.perf_counter() - t0
-                    out.append(o["tts_speech"].numpy()[0])
+            for chunk in upstream_tts(model, ids, Prompt.none(80), True, sampler, derive_seed(args.seed, 0, 1)):
+                if first is None:
+                    first = time.perf_counter() - t0
+                out.append(chunk)
             return first, time.perf_counter() - t0, pcm16(np.concatenate(out)), tokens
 
     run("Warm up.")  # short: loads lazy parts, fills allocator pools

@@ -13,8 +13,6 @@ mode and its offline output in offline mode, and the test measures that the two 
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -44,29 +42,12 @@ class Recorder:
 
 
 def upstream_tts(model, text_ids, prompt, stream: bool, seed: int, params):
-    import torch
-    from cosyvoice.cli.model import CosyVoice2Model
-
-    from exporters.hift_oracle import hift_noise
-    from exporters.llm_upstream import injected_sampler
-    from runtime.noise import FrameNoise
+    from exporters.upstream_tts import upstream_tts as oracle
     from runtime.sampling import RasSampler
     from runtime.session import derive_seed
 
-    up = CosyVoice2Model(model.llm, model.flow, model.hift)
     sampler = Recorder(RasSampler(derive_seed(seed, 0, 0), params))
-    noise = FrameNoise(derive_seed(seed, 0, 1), int(model.hift.f0_upsamp.scale_factor), model.hift.nb_harmonics + 1)
-    i32 = lambda a: torch.as_tensor(np.asarray(a, np.int64).reshape(1, -1), dtype=torch.int32)  # noqa: E731
-    llm_text = prompt.text_ids if prompt.llm_uses_prompt else np.zeros(0, np.int64)
-    llm_speech = prompt.speech_tokens if prompt.llm_uses_prompt else np.zeros(0, np.int64)
-    with injected_sampler(model.llm, sampler), hift_noise(model.hift, noise, up.mel_cache_len), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        chunks = [o["tts_speech"].numpy()[0] for o in up.tts(
-            text=i32(text_ids), flow_embedding=torch.from_numpy(prompt.embedding),
-            llm_embedding=torch.from_numpy(prompt.embedding), prompt_text=i32(llm_text),
-            llm_prompt_speech_token=i32(llm_speech), flow_prompt_speech_token=i32(prompt.speech_tokens),
-            prompt_speech_feat=torch.from_numpy(prompt.speech_feat), stream=stream)]
+    chunks = list(oracle(model, text_ids, prompt, stream, sampler, noise_seed=derive_seed(seed, 0, 1)))
     return chunks, sampler.tokens
 
 
