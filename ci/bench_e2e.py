@@ -82,8 +82,8 @@ def worker(side: str, args) -> dict:
     else:
         import torch
 
-        from exporters.bundle import Bundle
-        from exporters.upstream_tts import upstream_tts
+        from exporters.model.bundle import Bundle
+        from exporters.oracles.tts import upstream_tts
         from runtime.sampling import RasParams
         from runtime.session import Prompt
         from runtime.vocoder import pcm16

@@ -50,7 +50,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
     from exporters.graphs.flow_encoder import upstream_pre_ode
     from runtime.flow_stage import FlowStage
     from specs.pack import Pack

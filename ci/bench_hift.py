@@ -5,7 +5,7 @@ interleaved in one process so that load from other jobs hits both sides alike.
 Same mel for both (--frames frames of a flow-made mel, default 50 = 1 s of audio), one whole-chunk call:
   - upstream: `hift.inference(speech_feat=mel)` exactly as token2wav calls it (its own random draws,
     weight norm recomputed per call, as upstream runs it);
-  - ORT graph: `GraphSession.run` with a zero-length cache and pre-drawn noise;
+  - ORT graph: `OrtRunner.run` with a zero-length cache and pre-drawn noise;
   - ORT runtime: `VocoderStage.push(mel, final=True)`: noise drawing + graph + PCM conversion.
 Prints medians of --reps runs, torch/ORT (> 1: ORT faster) from the medians and the median of per-pair
 ratios, process CPU time ratios, and with --profile ORT's time per op type. Needs the full-size bundle and
@@ -51,7 +51,7 @@ def op_profile(path: Path, feed: dict, threads: int, runs: int = 5) -> list[tupl
     """ORT's own profiler: milliseconds per call by op type."""
     import onnxruntime as ort
 
-    from runtime.ort_session import session_options
+    from backends.ort import session_options
 
     so = session_options(threads)
     so.enable_profiling = True
@@ -87,9 +87,9 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from exporters.bundle import Bundle
-    from exporters.random_init import calibration_mel
-    from runtime.ort_session import GraphSession
+    from exporters.model.bundle import Bundle
+    from exporters.oracles.flow import upstream_flow_mel
+    from backends.ort import OrtRunner
     from runtime.vocoder import VocoderStage
     from specs.pack import Pack
 
@@ -99,13 +99,13 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     model = Bundle.open(bundle).build(with_llm=False)
     hift = model.hift
-    mel = calibration_mel(model.flow, torch.Generator().manual_seed(args.seed), n_tokens=(args.frames + 1) // 2)
+    mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(args.seed), n_tokens=(args.frames + 1) // 2)
     mel = mel[:, :, :args.frames].contiguous()
     mel_np = mel.numpy()
 
     entry = pack.graph("hift")
-    session = GraphSession(entry.onnx_path, entry.spec(), threads=args.threads)
-    stage = VocoderStage(session, pack.audio["chunk_policy"], seed=args.seed)
+    session = OrtRunner(entry.onnx_path, entry.spec(), threads=args.threads)
+    stage = VocoderStage(session, pack.chunk_policy, seed=args.seed)
     facts = entry.spec().facts
     feed = {"mel": mel_np, "cache_source": np.zeros((1, 1, 0), np.float32),
             "noise": stage.noise(0, args.frames)}

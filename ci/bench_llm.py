@@ -57,8 +57,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from exporters.bundle import Bundle
-    from exporters.llm_upstream import lm_input, upstream_step
+    from exporters.model.bundle import Bundle
+    from exporters.oracles.llm import lm_input, upstream_step
     from runtime.llm_stage import BoundStepper, LLMStage, PlainStepper
     from specs.pack import Pack
 

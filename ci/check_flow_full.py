@@ -37,12 +37,11 @@ def main() -> int:
 
     import numpy as np
 
-    from exporters.bundle import Bundle
-    from exporters.export_graph import ExportOptions
-    from exporters.flow_reference import TOKEN2MEL_TOLERANCE, upstream_token2mel
-    from exporters.pack_export import export_pack
+    from exporters.model.bundle import Bundle
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.oracles.flow import TOKEN2MEL_TOLERANCE, upstream_token2mel
+    from exporters.pipeline.pack import export_pack
     from runtime.flow_stage import FlowStage
-    from runtime.token_hops import TokenHopSchedule
     from specs.compare import Report, compare
     from specs.pack import Pack
 
@@ -68,7 +67,7 @@ def main() -> int:
     report = Report("runtime token2mel (ORT) vs upstream flow (PyTorch), full size")
     for stream in (True, False):
         ref = upstream_token2mel(model, gen, prompt, feat, emb, stream=stream)
-        schedule = TokenHopSchedule(pack.audio["chunk_policy"], n_prompt)
+        schedule = pack.chunk_policy.schedule(n_prompt)
         plan = schedule.plan(n_gen) if stream else [schedule.final_call(n_gen)]
         got_calls = [(c.end, c.token_offset, c.streaming, c.finalize) for c in plan]
         want_calls = [(c.end, c.token_offset, c.streaming, c.finalize) for c in ref]

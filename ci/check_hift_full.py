@@ -28,8 +28,8 @@ def stream_errors(hift, pack, mel, hops, seed: int, pin: bool) -> list[tuple[int
     """(samples, max |float err|, max PCM diff) per call: runtime VocoderStage vs upstream token2wav."""
     import numpy as np
 
-    from exporters.hift_oracle import graph_f0, pinned_f0, upstream_streaming_vocoder
-    from runtime.noise import FrameNoise
+    from exporters.oracles.hift import graph_f0, pinned_f0, upstream_streaming_vocoder
+    from specs.noise import FrameNoise
     from runtime.vocoder import VocoderStage, pcm16
 
     facts = pack.graph("hift").spec().facts
@@ -69,12 +69,11 @@ def main() -> int:
 
     import torch
 
-    from exporters.bundle import Bundle
-    from exporters.export_graph import ExportOptions
-    from exporters.hift_oracle import (PINNED_FLOAT_TOL, PINNED_PCM_TOL_LSB, STREAM_FLOAT_TOL, STREAM_PCM_TOL_LSB,
-                                       upstream_hops)
-    from exporters.pack_export import export_pack
-    from exporters.random_init import calibration_mel
+    from exporters.model.bundle import Bundle
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.oracles.hift import (PINNED_FLOAT_TOL, PINNED_PCM_TOL_LSB, STREAM_FLOAT_TOL, STREAM_PCM_TOL_LSB)
+    from exporters.pipeline.pack import export_pack
+    from exporters.oracles.flow import upstream_flow_mel
     from specs.pack import Pack
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -88,8 +87,8 @@ def main() -> int:
 
     pack = Pack.open(pack_dir)
     model = Bundle.open(bundle).build(with_llm=False)
-    hops = upstream_hops(pack.audio["chunk_policy"], args.tokens)
-    mel = calibration_mel(model.flow, torch.Generator().manual_seed(args.seed + 3), n_tokens=args.tokens).numpy()
+    hops = pack.chunk_policy.schedule(0).hops(args.tokens)
+    mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(args.seed + 3), n_tokens=args.tokens).numpy()
     ok = True
     for pin, float_tol, lsb_tol in ((False, STREAM_FLOAT_TOL, STREAM_PCM_TOL_LSB),
                                     (True, PINNED_FLOAT_TOL, PINNED_PCM_TOL_LSB)):

@@ -46,10 +46,10 @@ def main() -> int:
 
     import numpy as np
 
-    from exporters.bundle import Bundle
-    from exporters.export_graph import ExportOptions
-    from exporters.llm_upstream import upstream_decode
-    from exporters.pack_export import export_pack
+    from exporters.model.bundle import Bundle
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.oracles.llm import upstream_decode
+    from exporters.pipeline.pack import export_pack
     from runtime.llm_stage import LLMStage
     from runtime.sampling import RasSampler, greedy
     from specs.pack import Pack

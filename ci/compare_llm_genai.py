@@ -43,7 +43,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from runtime.ort_session import session_options
+    from backends.ort import session_options
     from specs.pack import load_vectors
     import onnxruntime as ort
 

@@ -21,7 +21,7 @@ if (SHARED / "oracle" / "oracle_env.py").exists():
 
 def full_bundle(work: Path = DEFAULT_WORK, seed: int = 0) -> Path:
     """The full-size random-init bundle in `work` (made on first use)."""
-    from exporters.random_init import make_random_bundle
+    from exporters.random.bundle import make_random_bundle
 
     bundle = work / f"bundle-full-{seed}"
     if not bundle.exists():

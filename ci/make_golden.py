@@ -72,9 +72,9 @@ def main() -> None:
 
     import torch
 
-    from exporters.export_graph import ExportOptions
-    from exporters.pack_export import export_pack
-    from exporters.random_init import make_random_bundle
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.pipeline.pack import export_pack
+    from exporters.random.bundle import make_random_bundle
     from specs.pack import Pack, sha256_file
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,8 +29,8 @@ def export(
                                                "random bundle in this directory (default: a temporary one)."),
     graphs: Optional[List[str]] = typer.Option(None, "--graphs", "-g", help="Export only these graphs "
                                                "(repeat or comma-separate). Default: all."),
-    fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 variant of the graphs that declare "
-                              "FP16 tolerances, checked against the FP32 PyTorch outputs."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 ONNX Runtime variant of the graphs whose "
+                              "fp16 policy offers one (NAME.fp16), checked against the FP32 PyTorch outputs."),
     int8: bool = typer.Option(False, "--int8", help="Also write an INT8 weight-only variant of the graphs that "
                               "declare one (the LLM: llm.int8, MatMul weights in 8 bits, fp32 I/O), checked "
                               "against the FP32 PyTorch outputs under its own tolerances."),
@@ -55,8 +55,8 @@ def export(
     """
     import logging
 
-    from exporters.export_graph import ExportOptions
-    from exporters.pack_export import export_pack
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.pipeline.pack import export_pack
 
     log = console_log(stderr=True)
     logging.getLogger().setLevel(logging.WARNING)  # upstream logs INFO lines while building modules
@@ -67,16 +67,18 @@ def export(
     except ImportError:
         pass
     names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
-    if (model_dir is None) == (random_init is None):
-        raise ToolError("tts-export", "give exactly one of --model-dir or --random-init",
-                        "--model-dir DIR for a real bundle, --random-init tiny|full for a random one")
+    if (model_dir is None) == (random_init is None):  # usage errors: typer's exit code 2
+        raise typer.BadParameter("give exactly one of --model-dir DIR (a real bundle) or --random-init tiny|full",
+                                 param_hint="--model-dir")
+    if keep_bundle is not None and random_init is None:
+        raise typer.BadParameter("--keep-bundle needs --random-init", param_hint="--keep-bundle")
     t0 = time.time()
     opts = ExportOptions(seed=seed, simplify=simplify, fp16=fp16, int8=int8, log=log)
     tmp_root = None
     try:
         ri = None
         if random_init is not None:
-            from exporters.random_init import make_random_bundle
+            from exporters.random.bundle import make_random_bundle
 
             if keep_bundle is not None:
                 model_dir = keep_bundle

@@ -85,6 +85,15 @@ class PcmSink:
             self.tmp.unlink(missing_ok=True)
 
 
+def _one_of(*choices: str):
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} (choose from {', '.join(choices)})")
+        return value
+
+    return check
+
+
 @app.command()
 def run(
     pack: Path = typer.Option(..., "--pack", "-p", help="Pack directory written by tts-export."),
@@ -103,13 +112,15 @@ def run(
     bistream: bool = typer.Option(False, "--bistream", help="Feed the text word by word into the session "
                                   "(CosyVoice2 bi-streaming text input) instead of sentence by sentence."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and vocoder noise: same seed, same bytes."),
-    device: str = typer.Option("cpu", "--device", help="ONNX Runtime device: cpu or cuda."),
-    trt: str = typer.Option("auto", "--trt", help="TensorRT plans: auto (on --device cuda, the pack's plans if "
+    device: str = typer.Option("cpu", "--device", callback=_one_of("cpu", "cuda"),
+                               help="ONNX Runtime device: cpu or cuda."),
+    trt: str = typer.Option("auto", "--trt", callback=_one_of("auto", "off", "fp16", "fp32"), help="TensorRT plans: auto (on --device cuda, the pack's plans if "
                             "it has any, fp16 first), off, fp16 or fp32. Mismatched plans (other GPU, TensorRT "
                             "version or graph) are refused; plans are never built at run time."),
     llm_graph: str = typer.Option("llm", "--llm-graph", help="LLM graph of the pack, e.g. llm or llm.int8."),
-    threads: int = typer.Option(0, "--threads", help="ONNX Runtime intra-op threads (0: ORT default)."),
-    max_chars: int = typer.Option(10_000, "--max-chars", help="Refuse longer texts (split documents instead)."),
+    threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: ORT default)."),
+    max_chars: int = typer.Option(10_000, "--max-chars", min=1, help="Refuse longer texts (split documents "
+                                  "instead)."),
     chunk_log: Optional[Path] = typer.Option(None, "--chunk-log", help="Write one JSON line per output chunk "
                                              "(offsets, sizes, sha256)."),
 ):
@@ -124,10 +135,11 @@ def run(
 
     log = console_log(stderr=True)
     sources = [s for s in (text, text_file, tokens) if s is not None]
-    if len(sources) != 1:
-        raise ToolError("tts-run", "give exactly one of --text, --text-file or --tokens")
+    if len(sources) != 1:  # usage errors: typer's exit code 2
+        raise typer.BadParameter("give exactly one of --text, --text-file or --tokens", param_hint="--text")
     if prompt_text is not None and prompt_wav is None:
-        raise ToolError("--prompt-text", "given without --prompt-wav", "the transcript of a prompt WAV")
+        raise typer.BadParameter("given without --prompt-wav (it is the transcript of a prompt WAV)",
+                                 param_hint="--prompt-text")
     if text_file is not None:
         text = read_text_file(text_file)
     token_ids = read_tokens(tokens) if tokens is not None else None

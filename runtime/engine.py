@@ -11,8 +11,8 @@ from pathlib import Path
 
 from specs.errors import ToolError
 from specs.pack import Pack
+from backends.ort import OrtRunner
 from runtime.flow_stage import ENCODER, ESTIMATOR, FlowStage
-from runtime.ort_session import GraphSession
 from runtime.vocoder import GRAPH as HIFT
 
 TOKEN2WAV_GRAPHS = (ENCODER, ESTIMATOR, HIFT)
@@ -35,8 +35,8 @@ class PackEngine:
         if missing:
             raise ToolError(pack.root, f"pack has no graph {', '.join(missing)}",
                             f"tts-run needs {', '.join(TOKEN2WAV_GRAPHS)} (re-export with tts-export)")
-        self.sample_rate = int(pack.audio["sample_rate"])
-        self.chunk_policy = pack.audio["chunk_policy"]
+        self.sample_rate = pack.chunk_policy.sample_rate
+        self.chunk_policy = pack.chunk_policy
         self.threads = threads
         self.plans_used: list[str] = []
         self.flow = FlowStage(pack, device=device, threads=threads,
@@ -57,21 +57,20 @@ class PackEngine:
                                     trt=trt, trt_chunk=trt_chunk)
             return _ENGINES[key]
 
-    def _ort_session(self, graph: str) -> GraphSession:
+    def _ort_session(self, graph: str) -> OrtRunner:
         entry = self.pack.graph(graph)
-        return GraphSession(entry.onnx_path, entry.spec(), device=self.device, threads=self.threads)
+        return OrtRunner(entry.onnx_path, entry.spec(), device=self.device, threads=self.threads)
 
     def _plan_session(self, graph: str):
         """The graph's TensorRT plan (checked against this host and the pack), if plans are on and it has one."""
         if self.trt is None:
             return None
-        from trt.runner import find_plan, open_plan
+        from backends.fallback import FallbackRunner
+        from backends.trt_plan import find_plan, open_plan
 
         if find_plan(self.pack, graph, self.trt, self.trt_chunk) is None:
             return None
-        from runtime.plan_session import PlanSession
-
-        session = PlanSession(open_plan(self.pack, graph, self.trt, self.trt_chunk), lambda: self._ort_session(graph))
+        session = FallbackRunner(open_plan(self.pack, graph, self.trt, self.trt_chunk), lambda: self._ort_session(graph))
         self.plans_used.append(graph)
         return session
 
@@ -106,12 +105,7 @@ class PackEngine:
         return self._prompt_frontend
 
     def describe_schedule(self) -> str:
-        p = self.chunk_policy
-        return (f"streaming schedule: token hop {p['token_hop_len']} (+ prompt pad on the first chunk) x"
-                f"{p['stream_scale_factor']} up to {p['token_max_hop_len']}, pre-lookahead {p['pre_lookahead_len']}, "
-                f"mel cache {p['mel_cache_len']} frames, source cache {p['source_cache_len']} samples, "
-                f"{p['crossfade']['window']} cross-fade {p['crossfade']['length']}, output chunks "
-                f"{p['output_chunk_samples']} samples at {self.sample_rate} Hz")
+        return self.chunk_policy.describe()
 
 
 def resolve_trt(pack: Pack, device: str, trt: str) -> str | None:

@@ -4,7 +4,7 @@ One call = one upstream `flow.inference` call: the `flow.encoder` graph on the w
 every generated token so far; upstream keeps no encoder cache), then a fixed-step Euler ODE over the
 `flow.decoder.estimator` graph with classifier-free guidance, starting from the pack's fixed noise, then
 the prompt frames and the frames already emitted are sliced off. Every constant comes from the pack:
-graph spec facts, `audio.chunk_policy` and the `flow.rand_noise` data tensor.
+graph spec facts, the typed chunk policy and the `flow.rand_noise` data tensor.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from specs.errors import ToolError
 from specs.pack import Pack
-from runtime.ort_session import GraphSession
+from backends.ort import OrtRunner
 
 ENCODER = "flow.encoder"
 ESTIMATOR = "flow.decoder.estimator"
@@ -53,20 +53,15 @@ class FlowStage:
     """`flow.encoder` + Euler/CFG over `flow.decoder.estimator`, reading every constant from the pack."""
 
     def __init__(self, pack: Pack, device: str = "cpu", threads: int | None = None, sessions: dict | None = None):
-        """`sessions` may supply graph name -> session objects with the GraphSession `run` API (TensorRT plans)."""
+        """`sessions` may supply graph name -> session objects with the OrtRunner `run` API (TensorRT plans)."""
         enc, est = pack.graph(ENCODER), pack.graph(ESTIMATOR)
         sessions = sessions or {}
-        self.encoder = sessions.get(ENCODER) or GraphSession(enc.onnx_path, enc.spec(), device=device, threads=threads)
-        self.estimator = sessions.get(ESTIMATOR) or GraphSession(est.onnx_path, est.spec(), device=device,
+        self.encoder = sessions.get(ENCODER) or OrtRunner(enc.onnx_path, enc.spec(), device=device, threads=threads)
+        self.estimator = sessions.get(ESTIMATOR) or OrtRunner(est.onnx_path, est.spec(), device=device,
                                                                  threads=threads)
-        enc_facts, ode_facts = self.encoder.spec.facts, self.estimator.spec.facts
-        policy = pack.audio["chunk_policy"]
-        self.lookahead = int(policy["pre_lookahead_len"])
-        self.token_mel_ratio = int(policy["token_mel_ratio"])
-        for key, value in (("pre_lookahead_len", self.lookahead), ("token_mel_ratio", self.token_mel_ratio)):
-            if int(enc_facts[key]) != value:
-                raise ToolError(enc.spec_path, f"fact {key} is {enc_facts[key]}",
-                                f"equal to manifest audio.chunk_policy.{key} ({value}); re-export the pack")
+        ode_facts = self.estimator.spec.facts
+        self.lookahead = pack.chunk_policy.pre_lookahead_len
+        self.token_mel_ratio = pack.chunk_policy.token_mel_ratio
         if ode_facts.get("solver") != "euler":
             raise ToolError(est.spec_path, f"fact solver is {ode_facts.get('solver')!r}", "'euler'")
         self.mel_bins = int(ode_facts["mel_bins"])

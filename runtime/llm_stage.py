@@ -6,11 +6,12 @@ input speech_embedding[token]; eos masked for the first int(N * min_token_text_r
 int(N * max_token_text_ratio) steps (2 N and 20 N upstream), N = len(text ids) without the prompt text; stop
 on any stop id (not yielded). Ratios, ids and table names come from the graph's spec facts.
 
-The KV cache lives in preallocated buffers bound with ONNX Runtime IO binding: two buffers per cache tensor,
-sized for the whole utterance, used alternately (call k reads the past from one, the graph writes the
-present, past ++ new, straight into the other), so nothing is allocated per step and Python copies nothing;
-logits, mask and positions are bound to fixed buffers too. `io_binding=False` uses plain `session.run`
-(fresh input and output arrays every step) for comparison. IO binding is used on the CPU provider only.
+The KV cache lives in preallocated buffers bound through the backend's I/O-binding hook (`Runner.binding()`,
+ONNX Runtime I/O binding on CPU): two buffers per cache tensor, sized for the whole utterance, used
+alternately (call k reads the past from one, the graph writes the present, past ++ new, straight into the
+other), so nothing is allocated per step and Python copies nothing; logits, mask and positions are bound to
+fixed buffers too. Backends without binding (TensorRT plans) and `io_binding=False` use plain `run` (fresh
+input and output arrays every step).
 """
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ import numpy as np
 
 from specs.errors import ToolError
 from specs.pack import Pack
-from runtime.ort_session import GraphSession
+from backends.ort import OrtRunner
+from backends.runner import Runner
 from runtime.sampling import RasParams, RasSampler, log_softmax
 
 Sampler = Callable[[np.ndarray, Sequence[int]], int]  # (log-probs, decoded so far) -> token
 
 
 class BoundStepper:
-    """Calls the graph with every tensor bound in place (ORT IO binding). The cache lives in two banks of
+    """Calls the graph with every tensor bound in place (the backend's binding hook). The cache lives in two banks of
     preallocated buffers per cache tensor, sized for `capacity` positions: call k reads the past from one
     bank and ORT writes the present into the other, then the roles swap. Mask, positions and logits are
     fixed buffers too. The returned logits array is overwritten by the next call."""
@@ -66,23 +68,22 @@ class BoundStepper:
             self.session.spec.check_feed({"inputs_embeds": x, "attention_mask": self.mask[:, :total],
                                           "position_ids": self.positions[:, :seq],
                                           **{n: self.view(0, i, 0) for i, (n, _) in enumerate(self.names)}})
-        b = self.session.session.io_binding()
-        b.bind_input("inputs_embeds", "cpu", 0, np.float32, list(x.shape), x.ctypes.data)
-        b.bind_input("attention_mask", "cpu", 0, np.int64, [1, total], self.mask.ctypes.data)
-        b.bind_input("position_ids", "cpu", 0, np.int64, [1, seq], self.positions.ctypes.data + 8 * past)
+        b = self.session.binding()
+        b.bind_input("inputs_embeds", x)
+        b.bind_input("attention_mask", self.mask[:, :total])
+        b.bind_input("position_ids", self.positions[:, past:total])
         write = 1 - self.read
-        kv, hd = self.kv_heads, self.head_dim
         for i, (name_in, name_out) in enumerate(self.names):
-            b.bind_input(name_in, "cpu", 0, np.float32, [1, kv, past, hd], self.banks[self.read][i].ctypes.data)
-            b.bind_output(name_out, "cpu", 0, np.float32, [1, kv, total, hd], self.banks[write][i].ctypes.data)
-        b.bind_output("logits", "cpu", 0, np.float32, list(self.logits.shape), self.logits.ctypes.data)
-        self.session.session.run_with_iobinding(b)
+            b.bind_input(name_in, self.view(self.read, i, past))
+            b.bind_output(name_out, self.view(write, i, total))
+        b.bind_output("logits", self.logits)
+        b.run()
         self.read, self.length = write, total
         return self.logits
 
 
 class PlainStepper:
-    """Same contract with `GraphSession.run`: fresh input and output arrays on every call (for comparison)."""
+    """Same contract with `OrtRunner.run`: fresh input and output arrays on every call (for comparison)."""
 
     def __init__(self, stage: "LLMStage"):
         f = stage.facts
@@ -117,8 +118,8 @@ class LLMStage:
         pack = pack if isinstance(pack, Pack) else Pack.open(pack)
         entry = pack.graph(graph)
         self.spec = entry.spec()
-        # `session`: any object with the GraphSession `run` API (e.g. a TensorRT plan); IO binding is ORT-only
-        self.session = session or GraphSession(entry.onnx_path, self.spec, device=device, threads=threads)
+        # `session`: any Runner (e.g. a TensorRT plan); bound stepping where the backend offers binding
+        self.session: Runner = session or OrtRunner(entry.onnx_path, self.spec, device=device, threads=threads)
         f = self.spec.facts
         for key in ("num_layers", "num_kv_heads", "head_dim", "logits_size", "data", "sos_index", "task_id_index",
                     "eos_token", "stop_tokens", "min_token_text_ratio", "max_token_text_ratio"):
@@ -130,7 +131,7 @@ class LLMStage:
         self.llm_embedding = np.asarray(pack.data(f["data"]["llm_embedding"]))
         self.params = RasParams.from_facts(f.get("sampling", {}))
         self.stop = set(int(t) for t in f["stop_tokens"])
-        self.io_binding = io_binding and device == "cpu" and isinstance(self.session, GraphSession)
+        self.io_binding = io_binding and self.session.binding() is not None
         self.cache_inputs = [n for n in self.spec.input_names if n.startswith("past_key_values.")]
         self.cache_outputs = [n for n in self.spec.output_names if n.startswith("present.")]
 

@@ -13,7 +13,7 @@ sampling_ids(...) first masks `eos` with -inf while fewer than min_len tokens ha
 
 Each draw uses one uniform number u = rng.random() and inverse-CDF sampling on the float64 cumulative sum
 (searchsorted). Upstream draws with torch.multinomial, which cannot be reproduced outside torch; parity is
-shown by running the upstream PyTorch decode loop with this sampler injected (exporters/llm_upstream.py).
+shown by running the upstream PyTorch decode loop with this sampler injected (exporters/oracles/llm.py).
 """
 from __future__ import annotations
 

@@ -27,7 +27,6 @@ import numpy as np
 
 from specs.errors import ToolError
 from runtime.engine import PackEngine
-from runtime.token_hops import TokenHopSchedule
 from runtime.vocoder import VocoderStage
 
 _WAIT = object()  # internal: the producer needs more text
@@ -89,7 +88,7 @@ class TtsSession:
         self.max_chars = max_chars
         # segment index -> sampler `(log-probs, decoded) -> token`; default: seeded ras_sampling (the yaml's)
         self.sampler_factory = sampler_factory
-        self.chunk_samples = int(engine.chunk_policy["output_chunk_samples"])
+        self.chunk_samples = engine.chunk_policy.output_chunk_samples
         self._mode: str | None = None
         self._texts: deque[str] = deque()
         self._chars = 0
@@ -272,7 +271,7 @@ class TtsSession:
         """Upstream CosyVoice2Model.tts's chunk loop over a token stream (LLM output or given tokens)."""
         e, p = self.engine, self.prompt
         vocoder = VocoderStage(e.hift_session, e.chunk_policy, seed=derive_seed(self.seed, segment, 1))
-        schedule = TokenHopSchedule(e.chunk_policy, prompt_tokens=len(p.speech_tokens))
+        schedule = e.chunk_policy.schedule(prompt_tokens=len(p.speech_tokens))
         got: list[int] = []
         self.speech_tokens.append(got)
 

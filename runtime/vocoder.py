@@ -18,9 +18,9 @@ PCM: `clip(rint(x * 32768), -32768, 32767)` (round to nearest, saturate). Upstre
 HiFT clamps to +-0.99, but the hamming halves sum to ~1.08, so the cross-fade can exceed full scale and
 upstream's conversion would then flip the sign of a sample.
 
-Noise: `runtime.noise.FrameNoise`, addressed by absolute mel frame, so the chunking does not change
-which noise a sample hears. All constants come from the pack: `audio.chunk_policy` and the hift graph's
-spec facts (checked against each other).
+Noise: `specs.noise.FrameNoise`, addressed by absolute mel frame, so the chunking does not change
+which noise a sample hears. All constants come from the pack: the typed chunk policy (specs/chunk_policy.py)
+and the hift graph's spec facts.
 """
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
+from specs.noise import FrameNoise
 from specs.pack import Pack
-from runtime.noise import FrameNoise
-from runtime.ort_session import GraphSession
+from backends.ort import OrtRunner
+from backends.runner import Runner
 
 GRAPH = "hift"
 PCM_DTYPE = np.dtype("<i2")
@@ -44,7 +46,7 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 
 
 def crossfade_window(kind: str, length: int) -> np.ndarray:
-    if kind != "hamming":
+    if kind != "hamming":  # the manifest schema allows only hamming; kept for callers outside a pack
         raise ToolError("audio.chunk_policy.crossfade.window", f"is {kind!r}", "'hamming' (upstream speech_window)")
     return np.hamming(length)  # float64, as upstream's np.hamming(2 * source_cache_len)
 
@@ -60,33 +62,23 @@ class VocoderStage:
     """Streaming HiFT over the `hift` graph for one utterance at a time (`push` mel chunks, the last
     with final=True)."""
 
-    def __init__(self, session: GraphSession, chunk_policy: dict, seed: int = 0):
+    def __init__(self, session: Runner, policy: ChunkPolicy, seed: int = 0):
         facts = session.spec.facts
         self.session = session
         self.mel_bins = int(facts["mel_bins"])
-        self.samples_per_frame = int(facts["samples_per_mel_frame"])
-        self.mel_cache_len = int(chunk_policy["mel_cache_len"])
-        self.source_cache_len = int(chunk_policy["source_cache_len"])
-        for key, value in (("mel_cache_len", self.mel_cache_len), ("source_cache_len", self.source_cache_len),
-                           ("samples_per_mel_frame", self.samples_per_frame)):
-            pol = chunk_policy.get(key, value)
-            if int(facts[key]) != value or int(pol) != value:
-                raise ToolError(f"{GRAPH} spec / audio.chunk_policy", f"{key} is {facts[key]} in the graph spec "
-                                f"and {pol} in the chunk policy", "the same value (a pack from one export)")
-        cross = chunk_policy["crossfade"]
-        self.window = crossfade_window(cross["window"], int(cross["length"]))
-        self.overlap = len(self.window) // 2
-        if self.overlap > self.source_cache_len:
-            raise ToolError("audio.chunk_policy.crossfade.length", f"is {cross['length']}",
-                            f"at most 2 * source_cache_len = {2 * self.source_cache_len} (the held-back tail)")
+        self.samples_per_frame = policy.samples_per_mel_frame
+        self.mel_cache_len = policy.mel_cache_len
+        self.source_cache_len = policy.source_cache_len
+        self.window = crossfade_window(policy.crossfade.window, policy.crossfade.length)
+        self.overlap = len(self.window) // 2  # fits the held-back tail: ChunkPolicy.check
         self.noise = FrameNoise(seed, self.samples_per_frame, int(facts["harmonics"]))
         self.reset()
 
     @classmethod
     def from_pack(cls, pack: Pack, seed: int = 0, device: str = "cpu", threads: int | None = None) -> "VocoderStage":
         entry = pack.graph(GRAPH)
-        session = GraphSession(entry.onnx_path, entry.spec(), device=device, threads=threads)
-        return cls(session, pack.audio["chunk_policy"], seed=seed)
+        session = OrtRunner(entry.onnx_path, entry.spec(), device=device, threads=threads)
+        return cls(session, pack.chunk_policy, seed=seed)
 
     def reset(self) -> None:
         """Forget the previous utterance (caches and the absolute frame position of the noise)."""

@@ -5,6 +5,7 @@ all depend on it. Nothing here knows torch, ONNX Runtime or TensorRT.
 """
 from specs.errors import ToolError
 
-FORMAT_VERSION = 1
+# 2: dims carry roles, specs carry TensorRT profiles and precision policies, the chunk policy is typed.
+FORMAT_VERSION = 2
 
 __all__ = ["ToolError", "FORMAT_VERSION"]

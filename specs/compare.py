@@ -121,3 +121,21 @@ class Report:
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def check_vectors(runner, vectors, label: str | None = None, tolerances=None) -> list[Comparison]:
+    """Every test case of `vectors` run on `runner` (any backend's Runner: `spec` and `run(feed)`), each expected
+    output judged under the spec's tolerance (or `tolerances`, output name -> Tolerance, where given)."""
+    spec = runner.spec
+    tol = {**spec.tolerances, **(tolerances or {})}
+    label = label or spec.graph
+    results = []
+    for case, (ins, outs) in vectors.items():
+        got = runner.run(ins)
+        for name, expected in outs.items():
+            if name not in got:
+                results.append(Comparison(label=f"{label}/{case}/{name}", passed=False, check="elementwise", atol=0,
+                                          rtol=0, problem=f"graph has no output {name!r}"))
+            else:
+                results.append(compare(got[name], expected, tol[name], f"{label}/{case}/{name}"))
+    return results

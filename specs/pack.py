@@ -26,6 +26,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from specs import FORMAT_VERSION
+from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
 from specs.io_spec import GraphSpec
 from specs.schema import read_json, validate_json
@@ -84,6 +85,15 @@ def load_vectors(path: str | Path) -> dict[str, tuple[dict[str, np.ndarray], dic
     return cases
 
 
+def check_format_version(manifest, source: str) -> None:
+    """Packs of another format are refused before anything else is read from them."""
+    got = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if got != FORMAT_VERSION:
+        raise ToolError(source, f"pack format_version is {got!r}, this tool reads format {FORMAT_VERSION}",
+                        "re-export the pack with this version of tts-export (format 2 added dim roles, TensorRT "
+                        "profiles and precision policies to the I/O specs and typed the chunk policy)")
+
+
 # ---- reading -----------------------------------------------------------------------------------------------
 @dataclass
 class GraphEntry:
@@ -115,11 +125,13 @@ class GraphEntry:
 
 
 class Pack:
-    """A pack on disk. `Pack.open` validates the manifest against its schema; `verify` checks hashes."""
+    """A pack on disk. `Pack.open` validates the manifest (format version, schema, the typed chunk policy);
+    `verify` checks hashes."""
 
     def __init__(self, root: Path, manifest: dict):
         self.root = root
         self.manifest = manifest
+        self.chunk_policy = ChunkPolicy.from_manifest(manifest["audio"], str(root / MANIFEST))
 
     @classmethod
     def open(cls, root: str | Path) -> "Pack":
@@ -128,6 +140,7 @@ class Pack:
             raise ToolError(root, "pack directory does not exist", "a directory written by tts-export")
         mpath = root / MANIFEST
         manifest = read_json(mpath, "manifest", "a pack directory written by tts-export")
+        check_format_version(manifest, str(mpath))
         validate_json(manifest, "manifest", str(mpath))
         return cls(root, manifest)
 
@@ -246,8 +259,8 @@ class PackWriter:
         spec_rel, vec_rel = f"{name}.io.json", f"{name}.vectors.npz"
         self.path(spec_rel).write_text(spec.to_json())
         save_vectors(self.path(vec_rel), vectors)
-        rec = {"file": onnx_file, **_hash(self.tmp / onnx_file),
-               "external_data": [{"file": f, **_hash(self.tmp / f)} for f in external_data],
+        rec = {"file": onnx_file, **file_record(self.tmp / onnx_file),
+               "external_data": [{"file": f, **file_record(self.tmp / f)} for f in external_data],
                "io_spec": spec_rel, "io_spec_sha256": sha256_file(self.tmp / spec_rel),
                "vectors": vec_rel, "vectors_sha256": sha256_file(self.tmp / vec_rel),
                "opset": int(opset), "precision": spec.precision}
@@ -270,7 +283,3 @@ class PackWriter:
         self._done = True
         return self.dest
 
-
-def _hash(path: Path) -> dict:
-    rec = file_record(path)
-    return {"sha256": rec["sha256"], "size": rec["size"]}

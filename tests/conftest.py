@@ -39,7 +39,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
     """A tiny random-init CosyVoice2 bundle (seed 0), made once per test session."""
     if not HAVE_ORACLE:
         pytest.skip("upstream CosyVoice oracle not installed")
-    from exporters.random_init import make_random_bundle
+    from exporters.random.bundle import make_random_bundle
 
     return make_random_bundle(tmp_path_factory.mktemp("bundle") / "tiny", "tiny", 0)
 
@@ -47,7 +47,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tiny_bundle):
     """The upstream modules of the tiny bundle, weights loaded strictly (shared: do not mutate)."""
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     return Bundle.open(tiny_bundle).build()
 
@@ -55,8 +55,8 @@ def tiny_model(tiny_bundle):
 @pytest.fixture(scope="session")
 def tiny_pack(tiny_bundle, tmp_path_factory) -> Path:
     """The tiny bundle exported with every registered graph (seed 0)."""
-    from exporters.export_graph import ExportOptions
-    from exporters.pack_export import export_pack
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.pipeline.pack import export_pack
 
     out = tmp_path_factory.mktemp("pack") / "tiny-pack"
     export_pack(tiny_bundle, out, None, ExportOptions(seed=0, log=lambda m: None),

@@ -23,8 +23,8 @@ def test_full_random_init_config_equals_shipped_yaml(tmp_path):
     """`--random-init full` must be the real CosyVoice2-0.5B architecture, module for module."""
     import torch
 
-    from exporters.model_config import build_modules
-    from exporters.random_init import qwen_config, render_yaml
+    from exporters.model.config import build_modules
+    from exporters.random.bundle import qwen_config, render_yaml
 
     (tmp_path / "q").mkdir()
     (tmp_path / "q" / "config.json").write_text(json.dumps(qwen_config("full")))
@@ -60,7 +60,7 @@ def test_missing_file_named_up_front(tiny_bundle, tmp_path):
     b = _copy_bundle(tiny_bundle, tmp_path / "b")
     (b / "hift.pt").unlink()
     (b / "campplus.onnx").unlink()
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     with pytest.raises(ToolError) as e:
         Bundle.open(b)
@@ -70,7 +70,7 @@ def test_missing_file_named_up_front(tiny_bundle, tmp_path):
 def test_truncated_checkpoint(tiny_bundle, tmp_path):
     b = _copy_bundle(tiny_bundle, tmp_path / "b")
     _replace(b / "flow.pt", (tiny_bundle / "flow.pt").read_bytes()[:100_000])
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     with pytest.raises(ToolError) as e:
         Bundle.open(b).build(with_llm=False)
@@ -87,7 +87,7 @@ def test_state_dict_of_another_size(tiny_bundle, tmp_path):
     sd[key] = torch.zeros(1, 64)
     (b / "hift.pt").unlink()
     torch.save(sd, b / "hift.pt")
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     with pytest.raises(ToolError, match=rf"tensor {key} has shape \[1, 64\]"):
         Bundle.open(b).build(with_llm=False)
@@ -97,7 +97,7 @@ def test_state_dict_of_another_size(tiny_bundle, tmp_path):
 def test_yaml_of_another_model(tiny_bundle, tmp_path):
     b = _copy_bundle(tiny_bundle, tmp_path / "b")
     _replace(b / "cosyvoice2.yaml", (DATA_DIR / "cosyvoice3.yaml").read_bytes())
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     with pytest.raises(ToolError) as e:
         Bundle.open(b)
@@ -110,14 +110,14 @@ def test_yaml_of_another_model(tiny_bundle, tmp_path):
 def test_unsupported_family_is_refused(tmp_path):
     (tmp_path / "b").mkdir()
     shutil.copy(DATA_DIR / "cosyvoice_300m.yaml", tmp_path / "b" / "cosyvoice.yaml")
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     with pytest.raises(ToolError, match="cosyvoice1 bundles are not supported by this version"):
         Bundle.open(tmp_path / "b")
 
 
 def test_verify_official_reports_size_mismatch(tiny_bundle):
-    from exporters.bundle import Bundle
+    from exporters.model.bundle import Bundle
 
     with pytest.raises(ToolError) as e:
         Bundle.open(tiny_bundle).verify_official()

@@ -42,7 +42,7 @@ class Recorder:
 
 
 def upstream_tts(model, text_ids, prompt, stream: bool, seed: int, params):
-    from exporters.upstream_tts import upstream_tts as oracle
+    from exporters.oracles.tts import upstream_tts as oracle
     from runtime.sampling import RasSampler
     from runtime.session import derive_seed
 

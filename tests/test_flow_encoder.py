@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from runtime.conformance import check_vectors
-from runtime.ort_session import GraphSession
+from specs.compare import check_vectors
+from backends.ort import OrtRunner
 from specs.pack import Pack
 
 pytestmark = pytest.mark.oracle
@@ -15,7 +15,7 @@ CASES = {"offline", "first_chunk", "first_chunk_prompt", "steady_chunk", "final_
 @pytest.fixture(scope="module")
 def encoder(tiny_pack):
     entry = Pack.open(tiny_pack).graph("flow.encoder")
-    return GraphSession(entry.onnx_path, entry.spec()), entry.vectors()
+    return OrtRunner(entry.onnx_path, entry.spec()), entry.vectors()
 
 
 def test_export_passes_every_case(encoder):

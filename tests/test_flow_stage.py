@@ -4,11 +4,12 @@ for a stream (upstream CosyVoice2Model.tts's own chunk loop) and offline."""
 import numpy as np
 import pytest
 
-from runtime.token_hops import FlowCall, TokenHopSchedule
+from specs.chunk_policy import ChunkPolicy, FlowCall, TokenHopSchedule
+from tests.support.trt_fakes import CHUNK_POLICY
 from specs.compare import compare
 from specs.pack import Pack
 
-POLICY = {"token_hop_len": 25, "token_max_hop_len": 100, "stream_scale_factor": 2, "pre_lookahead_len": 3}
+POLICY = ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY})
 
 
 def test_ode_schedule_is_upstreams_float32_schedule():
@@ -59,11 +60,11 @@ def stage(tiny_pack):
 @pytest.mark.oracle
 @pytest.mark.parametrize("n_prompt,n_gen", [(17, 200), (0, 140)])
 def test_streaming_mel_matches_upstream_tts_loop(tiny_model, tiny_pack, stage, n_prompt, n_gen):
-    from exporters.flow_reference import TOKEN2MEL_TOLERANCE, upstream_token2mel
+    from exporters.oracles.flow import TOKEN2MEL_TOLERANCE, upstream_token2mel
 
     gen, prompt, feat, emb = _inputs(n_prompt + n_gen, n_prompt, n_gen)
     ref = upstream_token2mel(tiny_model, gen, prompt, feat, emb, stream=True)
-    plan = TokenHopSchedule(Pack.open(tiny_pack).audio["chunk_policy"], n_prompt).plan(n_gen)
+    plan = TokenHopSchedule(Pack.open(tiny_pack).chunk_policy, n_prompt).plan(n_gen)
     # Same calls as upstream's own loop: hops 25+pad, 50, 100, ..., then finalize with full attention.
     assert [(c.end, c.token_offset, c.streaming, c.finalize) for c in ref] == \
            [(c.end, c.token_offset, c.streaming, c.finalize) for c in plan]
@@ -80,7 +81,7 @@ def test_streaming_mel_matches_upstream_tts_loop(tiny_model, tiny_pack, stage, n
 
 @pytest.mark.oracle
 def test_offline_mel_matches_upstream(tiny_model, stage):
-    from exporters.flow_reference import TOKEN2MEL_TOLERANCE, upstream_token2mel
+    from exporters.oracles.flow import TOKEN2MEL_TOLERANCE, upstream_token2mel
 
     gen, prompt, feat, emb = _inputs(5, 17, 91)
     (want,) = upstream_token2mel(tiny_model, gen, prompt, feat, emb, stream=False)

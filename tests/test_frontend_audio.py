@@ -11,7 +11,7 @@ import soundfile as sf
 from runtime.frontend.audio import MAX_PROMPT_SECONDS, MIN_PROMPT_SECONDS, load_prompt_wav, resample
 from specs.errors import ToolError
 from tests.conftest import needs_shared_data
-from tests.frontend_support import CROSS_LINGUAL_WAV, ZERO_SHOT_WAV
+from tests.support.frontend import CROSS_LINGUAL_WAV, ZERO_SHOT_WAV
 
 
 def tone(seconds: float, sr: int, channels: int = 1) -> np.ndarray:

@@ -16,7 +16,7 @@ from runtime.frontend import dsp
 from runtime.frontend.features import MelParams, campplus_fbank, prompt_mel, whisper_log_mel
 from specs.errors import ToolError
 from tests.conftest import needs_shared_data
-from tests.frontend_support import CROSS_LINGUAL_WAV, V2_FEAT_EXTRACTOR, ZERO_SHOT_WAV, assert_close
+from tests.support.frontend import CROSS_LINGUAL_WAV, V2_FEAT_EXTRACTOR, ZERO_SHOT_WAV, assert_close
 
 FBANK_ATOL = 2e-3
 WHISPER_ATOL = 1e-4

@@ -23,7 +23,7 @@ from runtime.frontend.prompt import PromptFrontend, align_prompt, frontend_sessi
 from runtime.frontend.text import TextTokenizer
 from specs.errors import ToolError
 from tests.conftest import needs_shared_data
-from tests.frontend_support import (CROSS_LINGUAL_WAV, V2_FEAT_EXTRACTOR, ZERO_SHOT_TEXT, ZERO_SHOT_WAV,
+from tests.support.frontend import (CROSS_LINGUAL_WAV, V2_FEAT_EXTRACTOR, ZERO_SHOT_TEXT, ZERO_SHOT_WAV,
                                     assert_close, speech_tokenizer_with_length_input, upstream_frontend)
 
 pytestmark = [needs_shared_data, pytest.mark.oracle]
@@ -116,9 +116,9 @@ def test_align_prompt():
 def small_pack(tiny_bundle, tmp_path_factory):
     """The tiny bundle exported by tts-export's own code with one graph only (the frontend needs none),
     its stand-in speech tokenizer given the real two-input signature (see frontend_support)."""
-    from exporters.export_graph import ExportOptions
+    from exporters.pipeline.graph import ExportOptions
     from exporters.graphs.estimator import EstimatorExporter
-    from exporters.pack_export import export_pack
+    from exporters.pipeline.pack import export_pack
 
     out = tmp_path_factory.mktemp("frontend_pack") / "pack"
     export_pack(tiny_bundle, out, [EstimatorExporter.name], ExportOptions(seed=0, log=lambda m: None),

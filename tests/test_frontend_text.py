@@ -13,7 +13,7 @@ from runtime.frontend.text import (COSYVOICE2_SPECIAL_TOKENS, COSYVOICE2_VOCAB_S
                                    merges_from_vocab, read_merges)
 from specs.errors import ToolError
 from tests.conftest import DATA_DIR, needs_shared_data
-from tests.frontend_support import tokenizer_dir
+from tests.support.frontend import tokenizer_dir
 
 pytestmark = needs_shared_data
 

@@ -21,7 +21,7 @@ def make_golden_module():
 
 
 def test_fresh_tiny_pack_reproduces_golden_vectors(tiny_pack):
-    from runtime.validate import ValidationOptions, validate_pack
+    from conformance.validate import ValidationOptions, validate_pack
 
     lines = []
     result = validate_pack(tiny_pack, ValidationOptions(golden=GOLDEN, log=lines.append))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from specs.pack import Pack
-from tests.hift_support import hift_pack  # noqa: F401  (fixture)
+from tests.support.hift import hift_pack  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.oracle
 
@@ -21,7 +21,7 @@ def test_registered():
 
 
 def test_export_passes_every_case(hift_pack):
-    from runtime.conformance import check_onnx_file
+    from backends.ort import check_onnx_file
 
     pack = Pack.open(hift_pack)
     rec = pack.manifest["graphs"]["hift"]
@@ -89,7 +89,7 @@ def test_export_does_not_mutate_the_shared_model(tiny_model):
     import torch.nn.utils.parametrize as parametrize
 
     from exporters.graphs.hift import HiftExporter
-    from exporters.hift_oracle import upstream_hift
+    from exporters.oracles.hift import upstream_hift
 
     hift = tiny_model.hift
     g = np.random.default_rng(0)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.oracle
 
 
 def _run(hift, mel, cache, noise, phase):
-    from exporters.hift_oracle import injected_noise
+    from exporters.oracles.hift import injected_noise
 
     with injected_noise(noise, phase) as calls:
         speech, source = hift.inference(speech_feat=mel, cache_source=cache)
@@ -24,11 +24,11 @@ def _run(hift, mel, cache, noise, phase):
 
 @pytest.mark.parametrize("cached", [False, True], ids=["first_chunk", "steady_chunk"])
 def test_random_initial_phase_has_no_effect(tiny_model, cached):
-    from exporters.random_init import calibration_mel
+    from exporters.oracles.flow import upstream_flow_mel
 
     hift = tiny_model.hift
     g = torch.Generator().manual_seed(11)
-    mel = calibration_mel(tiny_model.flow, g, n_tokens=29)[:, :, :58]
+    mel = upstream_flow_mel(tiny_model.flow, g, n_tokens=29)[:, :, :58]
     cache = 0.1 * torch.randn(1, 1, 3840 if cached else 0, generator=g)
     noise = torch.randn(1, 58 * 480, 9, generator=g)
     phases = [torch.zeros(1, 9), torch.rand(1, 9, generator=g), torch.rand(1, 9, generator=g),

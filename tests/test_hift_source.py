@@ -1,4 +1,4 @@
-"""exporters/exact_float.py and exporters/hift_source.py: the export-friendly sine source rounds like upstream.
+"""exporters/rewrites/exact_float.py and exporters/rewrites/hift_source.py: the export-friendly sine source rounds like upstream.
 
 The sine phase reaches ~1e4 rad, where one float32 ulp (~1e-3 rad) is several PCM LSBs, so these are
 bitwise checks against torch, not tolerance checks, except where stated.
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exporters.exact_float import exact_cumsum, fma, two_prod, two_sum
+from exporters.rewrites.exact_float import exact_cumsum, fma, two_prod, two_sum
 
 
 def _f32(rng, n, lo, hi):
@@ -68,7 +68,7 @@ def test_exact_cumsum_equals_torch_cumsum(frames):
 def test_upsample_linear_equals_torch_interpolate(tiny_model, frames):
     """Bitwise equal to F.interpolate(x * gain, scale_factor=480, mode='linear') as upstream calls it (this
     CPU's torch kernel contracts to FMA: AVX2/AVX-512 builds; a scalar-only build would differ by ulps)."""
-    from exporters.hift_source import NoiseDrivenSource
+    from exporters.rewrites.hift_source import NoiseDrivenSource
 
     src = NoiseDrivenSource(tiny_model.hift.m_source, 480)
     g = torch.Generator().manual_seed(frames)
@@ -81,8 +81,8 @@ def test_upsample_linear_equals_torch_interpolate(tiny_model, frames):
 def test_noise_driven_source_equals_upstream_sine_source(tiny_model):
     """Same F0 and noise: NoiseDrivenSource == upstream SineGen2 + l_linear + tanh within 1e-6 (measured
     3e-8: sin/tanh and the 9-term Linear round differently in the last bit)."""
-    from exporters.hift_oracle import injected_noise
-    from exporters.hift_source import NoiseDrivenSource
+    from exporters.oracles.hift import injected_noise
+    from exporters.rewrites.hift_source import NoiseDrivenSource
 
     hift = tiny_model.hift
     g = torch.Generator().manual_seed(0)

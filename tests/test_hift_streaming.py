@@ -18,9 +18,9 @@ import pytest
 
 from specs.errors import ToolError
 from specs.pack import Pack
-from exporters.hift_oracle import (PINNED_FLOAT_TOL, PINNED_PCM_TOL_LSB, STREAM_FLOAT_TOL, STREAM_PCM_TOL_LSB,
-                                   graph_f0, pinned_f0, upstream_hops)
-from tests.hift_support import hift_pack  # noqa: F401  (fixture)
+from exporters.oracles.hift import (PINNED_FLOAT_TOL, PINNED_PCM_TOL_LSB, STREAM_FLOAT_TOL, STREAM_PCM_TOL_LSB,
+                                   graph_f0, pinned_f0)
+from tests.support.hift import hift_pack  # noqa: F401  (fixture)
 
 SEED = 7
 TOTAL_TOKENS = 194  # hops 25, 50, 100, then a final 19
@@ -39,13 +39,13 @@ def test_pcm16_rounds_and_saturates():
 
 @pytest.fixture(scope="module")
 def stream(tiny_model, hift_pack):
-    from exporters.random_init import calibration_mel
+    from exporters.oracles.flow import upstream_flow_mel
     import torch
 
     pack = Pack.open(hift_pack)
-    hops = upstream_hops(pack.audio["chunk_policy"], TOTAL_TOKENS)
+    hops = pack.chunk_policy.schedule(0).hops(TOTAL_TOKENS)
     assert hops == [25, 50, 100, 19]
-    mel = calibration_mel(tiny_model.flow, torch.Generator().manual_seed(3), n_tokens=TOTAL_TOKENS).numpy()
+    mel = upstream_flow_mel(tiny_model.flow, torch.Generator().manual_seed(3), n_tokens=TOTAL_TOKENS).numpy()
     assert mel.shape == (1, 80, 2 * TOTAL_TOKENS)
     return pack, hops, mel
 
@@ -73,8 +73,8 @@ def _runtime_chunks(pack, hops, mel):
 
 
 def _upstream_chunks(tiny_model, pack, hops, mel):
-    from exporters.hift_oracle import upstream_streaming_vocoder
-    from runtime.noise import FrameNoise
+    from exporters.oracles.hift import upstream_streaming_vocoder
+    from specs.noise import FrameNoise
 
     facts = pack.graph("hift").spec().facts
     noise = FrameNoise(SEED, facts["samples_per_mel_frame"], facts["harmonics"])
@@ -151,19 +151,20 @@ def test_bad_chunks_are_rejected(hift_pack):
     assert stage.push(np.zeros((1, 80, 5), np.float32) - 5, final=True).shape == (5 * 480,)
 
 
-def test_inconsistent_pack_constants_are_rejected(hift_pack):
-    from runtime.ort_session import GraphSession
-    from runtime.vocoder import VocoderStage
+def test_inconsistent_pack_constants_are_rejected(hift_pack, tmp_path):
+    """The vocoder's constants come from the typed chunk policy, checked once when the pack is opened."""
+    import json
+    import shutil
 
-    pack = Pack.open(hift_pack)
-    entry = pack.graph("hift")
-    session = GraphSession(entry.onnx_path, entry.spec())
-    policy = dict(pack.audio["chunk_policy"], source_cache_len=4000)
-    with pytest.raises(ToolError, match="source_cache_len"):
-        VocoderStage(session, policy)
-    policy = dict(pack.audio["chunk_policy"], crossfade={"window": "hann", "length": 7680})
-    with pytest.raises(ToolError, match="hamming"):
-        VocoderStage(session, policy)
+    for change, message in (({"source_cache_len": 4000}, "source_cache_len 4000 != mel_cache_len"),
+                            ({"crossfade": {"window": "hann", "length": 7680}}, "crossfade/window")):
+        copy = tmp_path / f"pack-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(hift_pack, copy)
+        manifest = json.loads((copy / "manifest.json").read_text())
+        manifest["audio"]["chunk_policy"].update(change)
+        (copy / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ToolError, match=message):
+            Pack.open(copy)
 
 
 @pytest.mark.oracle

@@ -1,4 +1,4 @@
-"""exporters/istft.py: the fixed-basis conv STFT / ISTFT equal torch.stft / torch.istft (center=True), and
+"""exporters/rewrites/istft.py: the fixed-basis conv STFT / ISTFT equal torch.stft / torch.istft (center=True), and
 export to ONNX without STFT/DFT ops, with a dynamic length.
 
 Tolerance: |err| <= 5e-6 * max(1, absmax of the reference). Both sides are float32 sums of n_fft products
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from exporters.istft import ConvISTFT, ConvSTFT
+from exporters.rewrites.istft import ConvISTFT, ConvSTFT
 
 TOL = 5e-6
 # (n_fft, hop): HiFT's 16/4, another power of two, an odd n_fft (no Nyquist bin) and hop = n_fft / 2.

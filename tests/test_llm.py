@@ -18,8 +18,8 @@ PROMPT_SPEECH = np.random.default_rng(13).integers(0, 6561, 37)
 
 @pytest.fixture(scope="module")
 def llm_pack(tiny_bundle, tmp_path_factory):
-    from exporters.export_graph import ExportOptions
-    from exporters.pack_export import export_pack
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.pipeline.pack import export_pack
 
     out = tmp_path_factory.mktemp("llm") / "pack"
     result = export_pack(tiny_bundle, out, ["llm"], ExportOptions(seed=0, int8=True, log=lambda m: None),
@@ -61,7 +61,7 @@ def test_export_checks_every_case_and_the_int8_variant(llm_pack):
 
 
 def test_pack_vectors_pass_on_onnxruntime(llm_pack):
-    from runtime.conformance import check_onnx_file
+    from backends.ort import check_onnx_file
     from specs.pack import Pack
 
     pack = Pack.open(llm_pack[0])
@@ -72,7 +72,7 @@ def test_pack_vectors_pass_on_onnxruntime(llm_pack):
 
 
 def test_lm_input_equals_upstream_layout(stage, tiny_model):
-    from exporters.llm_upstream import lm_input
+    from exporters.oracles.llm import lm_input
 
     ours = stage.lm_input(TEXT, PROMPT_TEXT, PROMPT_SPEECH)
     ref = lm_input(tiny_model.llm, np.concatenate([PROMPT_TEXT, TEXT]), PROMPT_SPEECH).numpy()
@@ -81,7 +81,7 @@ def test_lm_input_equals_upstream_layout(stage, tiny_model):
 
 @pytest.mark.parametrize("io_binding", [True, False], ids=["io_binding", "plain_run"])
 def test_greedy_50_tokens_equal_upstream(llm_pack, tiny_model, io_binding):
-    from exporters.llm_upstream import upstream_decode
+    from exporters.oracles.llm import upstream_decode
     from runtime.llm_stage import LLMStage
     from runtime.sampling import greedy
 
@@ -94,7 +94,7 @@ def test_greedy_50_tokens_equal_upstream(llm_pack, tiny_model, io_binding):
 def test_sampled_decode_equals_upstream_with_the_same_sampler_and_seed(stage, tiny_model):
     """Whole utterance (to a stop id or max_len) with ras_sampling: upstream's loop with our sampler
     injected vs the ORT stage, same seed."""
-    from exporters.llm_upstream import upstream_decode
+    from exporters.oracles.llm import upstream_decode
     from runtime.sampling import RasSampler
 
     text = TEXT[:5]  # max_len 100 steps
@@ -106,7 +106,7 @@ def test_sampled_decode_equals_upstream_with_the_same_sampler_and_seed(stage, ti
 
 
 def test_min_len_masks_eos_and_max_len_caps(stage, tiny_model):
-    from exporters.llm_upstream import upstream_decode
+    from exporters.oracles.llm import upstream_decode
 
     eos, stops = stage.facts["eos_token"], stage.facts["stop_tokens"]
     text = TEXT[:4]  # min_len 8, max_len 80

@@ -20,7 +20,7 @@ def llm_stage(tiny_pack):
 def upstream_bistream(llm, text_ids, prompt_text, prompt_speech, seed, params):
     import torch
 
-    from exporters.llm_upstream import injected_sampler
+    from exporters.oracles.llm import injected_sampler
     from runtime.sampling import ras_sample
 
     rng = np.random.default_rng(seed)

@@ -6,12 +6,13 @@ import pytest
 
 from specs.errors import ToolError
 from specs.pack import Pack, PackWriter, load_vectors, save_vectors
-from tests.test_specs import make_spec
+from tests.support.specs import make_spec
+from tests.support.trt_fakes import CHUNK_POLICY
 
 MANIFEST = {
     "tool": {"name": "t", "version": "0"},
     "model": {"family": "cosyvoice2", "source": {"files": {}}, "config": {}},
-    "audio": {"sample_rate": 24000, "encoding": "pcm_s16le", "channels": 1, "chunk_policy": {}},
+    "audio": {"sample_rate": 24000, "encoding": "pcm_s16le", "channels": 1, "chunk_policy": dict(CHUNK_POLICY)},
 }
 
 
@@ -77,3 +78,21 @@ def test_vectors_keys_and_zero_length_arrays(tmp_path):
                                             {"logits": np.ones(3, np.float32)})})
     (ins, outs), = load_vectors(tmp_path / "v.npz").values()
     assert ins["past_key_values.0.key"].shape == (1, 2, 0, 4) and outs["logits"].sum() == 3
+
+
+def test_pack_of_an_older_format_is_refused_with_re_export(tmp_path):
+    root = write_toy_pack(tmp_path / "pack")
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ToolError, match="format_version is 1, this tool reads format 2.*re-export"):
+        Pack.open(root)
+
+
+def test_io_spec_of_an_older_format_is_refused_with_re_export():
+    from specs.io_spec import GraphSpec
+
+    d = make_spec().to_dict()
+    d["format_version"] = 1
+    with pytest.raises(ToolError, match="format_version is 1.*re-export"):
+        GraphSpec.from_dict(d, "toy.io.json")

@@ -1,8 +1,8 @@
-"""runtime/noise.py: vocoder noise addressed by absolute mel frame (no torch, no oracle needed)."""
+"""specs/noise.py: vocoder noise addressed by absolute mel frame (no torch, no oracle needed)."""
 import numpy as np
 import pytest
 
-from runtime.noise import FrameNoise
+from specs.noise import FrameNoise
 
 
 def test_chunked_draws_equal_monolithic_draws():

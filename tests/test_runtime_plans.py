@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 
 from specs.errors import ToolError
-from tests.test_trt_fakes import fake_host
+from tests.support.trt_fakes import fake_host
 
 
 class FakeRunner:
-    """Stands in for trt.runner.PlanRunner: same API, ORT underneath; rejects zero-length caches."""
+    """Stands in for backends.trt_plan.PlanRunner: same API, ORT underneath; rejects zero-length caches."""
 
     def __init__(self, pack, graph):
-        from runtime.ort_session import GraphSession
+        from backends.ort import OrtRunner
 
         entry = pack.graph(graph)
         self.spec = entry.spec()
-        self._ort = GraphSession(entry.onnx_path, self.spec)
+        self._ort = OrtRunner(entry.onnx_path, self.spec)
         self.infers = 0
 
     def __enter__(self):
@@ -40,15 +40,13 @@ def plan_pack(tiny_pack, tmp_path):
     """The tiny pack with a (fake) fp16 stream plan for hift, committed through trt's real commit path."""
     from specs.pack import Pack
     from trt.plan_store import commit_plan, make_meta
-    from trt.plans import plan_engines
-    from trt.policy import ChunkPolicy
-    from trt.precision import plan_tolerances
+    from trt.plans import plan_engines, plan_tolerances
 
     pack_dir = tmp_path / "pack"
     shutil.copytree(tiny_pack, pack_dir)
     pack = Pack.open(pack_dir)
     plan = next(e for e in plan_engines(pack, precisions=["fp16"], graphs=["hift"]).engines if e.chunk == "stream")
-    meta = make_meta(plan, fake_host(), ChunkPolicy.from_manifest(pack.audio), built_onnx_sha256=plan.source_sha256,
+    meta = make_meta(plan, fake_host(), pack.chunk_policy, built_onnx_sha256=plan.source_sha256,
                      fp32_nodes=[], flags=["STRONGLY_TYPED"], workspace_bytes=1 << 30, build_seconds=1.0,
                      tolerances=plan_tolerances(plan.spec, "fp16"), validation=None, tool_version="test")
     commit_plan(pack_dir, plan, b"fake engine", meta)
@@ -58,13 +56,13 @@ def plan_pack(tiny_pack, tmp_path):
 @pytest.fixture
 def cpu_as_cuda(monkeypatch):
     """ONNX Runtime's CPU provider answers for 'cuda' (the fallback sessions), as on a GPU host."""
-    import runtime.ort_session as ort_session
+    import backends.ort as ort_session
 
     monkeypatch.setattr(ort_session, "providers_for", lambda device: ["CPUExecutionProvider"])
 
 
 def test_runtime_uses_the_packs_plan_and_falls_back_per_call(plan_pack, cpu_as_cuda, monkeypatch):
-    import trt.runner
+    import backends.trt_plan
 
     from runtime.engine import PackEngine
     from runtime.session import TtsSession
@@ -77,7 +75,7 @@ def test_runtime_uses_the_packs_plan_and_falls_back_per_call(plan_pack, cpu_as_c
         runners.append(FakeRunner(pack, graph))
         return runners[-1]
 
-    monkeypatch.setattr(trt.runner, "open_plan", open_plan)
+    monkeypatch.setattr(backends.trt_plan, "open_plan", open_plan)
     engine = PackEngine(Pack.open(plan_pack), device="cuda", trt="auto")
     assert engine.trt == "fp16" and engine.plans_used == ["hift"]
     s = TtsSession(engine, seed=0, stream=True)
@@ -88,12 +86,12 @@ def test_runtime_uses_the_packs_plan_and_falls_back_per_call(plan_pack, cpu_as_c
 
 
 def test_mismatched_plan_is_refused_with_the_rebuild_command(plan_pack, cpu_as_cuda, monkeypatch):
-    import trt.runner
+    import backends.trt_plan
 
     from runtime.engine import PackEngine
     from specs.pack import Pack
 
-    monkeypatch.setattr(trt.runner, "probe_host", lambda: fake_host(gpu_name="NVIDIA L4", cc="8.9"))
+    monkeypatch.setattr(backends.trt_plan, "probe_host", lambda: fake_host(gpu_name="NVIDIA L4", cc="8.9"))
     with pytest.raises(ToolError) as e:
         PackEngine(Pack.open(plan_pack), device="cuda", trt="fp16")
     msg = str(e.value)

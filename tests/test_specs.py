@@ -6,26 +6,8 @@ import pytest
 
 from specs.compare import Report, compare
 from specs.errors import ToolError
+from tests.support.specs import make_spec
 from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance
-
-
-def make_spec(**over) -> GraphSpec:
-    kw = dict(
-        graph="toy",
-        description="a toy graph",
-        inputs=[TensorSpec("x", "float32", [1, 4, "frames"], "input"),
-                TensorSpec("cache", "float32", [1, "cache_len"], "state")],
-        outputs=[TensorSpec("y", "float32", [1, "samples"], "output"),
-                 TensorSpec("cache_out", "float32", [1, "cache_len"], "next state")],
-        dims={"frames": Dim(1, 10, 100, "frames"), "cache_len": Dim(0, 8, 8, "cache"),
-              "samples": Dim(4, 40, 400, "samples", derived_from={"dim": "frames", "scale": 4})},
-        tolerances={"y": Tolerance(1e-5, 0, "fp32 reassociation only"),
-                    "cache_out": Tolerance(0, 0, "copied values, exact", check="exact")},
-        cases=[TestCase("first_chunk", "empty cache")],
-        caches=[CachePair("cache", "cache_out", "carried")],
-    )
-    kw.update(over)
-    return GraphSpec(**kw)
 
 
 def test_spec_round_trips_through_json_and_schema():

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from trt.host import probe_host
-from tests.test_trt_fakes import make_fake_pack
+from backends.trt_host import probe_host
+from tests.support.trt_fakes import make_fake_pack
 
 HOST = probe_host()
 

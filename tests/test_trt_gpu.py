@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from trt.host import probe_host
+from backends.trt_host import probe_host
 
 HOST = probe_host()
 pytestmark = [pytest.mark.gpu,
@@ -26,7 +26,7 @@ def test_build_validate_load(pack_copy, graph, chunk, precision):
     from specs.pack import Pack
     from trt.build import build_plans
     from trt.plans import plan_engines
-    from trt.runner import open_plan
+    from backends.trt_plan import open_plan
     from trt.validate import check_plans
 
     pack = Pack.open(pack_copy)

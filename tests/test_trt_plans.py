@@ -9,11 +9,12 @@ import pytest
 
 from specs.errors import ToolError
 from specs.pack import MANIFEST, Pack
-from trt.plan_store import commit_plan, read_plan
+from backends.trt_plan import read_plan
+from trt.plan_store import commit_plan
 from trt.plans import plan_engines
-from trt.runner import check_plan, find_plan, open_plan, plan_mismatches, select_profile
+from backends.trt_plan import check_plan, find_plan, open_plan, plan_mismatches, select_profile
 from trt.validate import check_plans
-from tests.test_trt_fakes import commit_fake_plan, fake_host, make_fake_pack
+from tests.support.trt_fakes import commit_fake_plan, fake_host, make_fake_pack
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_failed_commit_leaves_pack_unchanged(pack_dir):
 
 def test_invalid_metadata_never_reaches_the_pack(pack_dir):
     from trt.plan_store import make_meta
-    from trt.policy import ChunkPolicy
+    from specs.chunk_policy import ChunkPolicy
 
     pack = Pack.open(pack_dir)
     plan = plan_engines(pack).engines[0]
@@ -137,7 +138,7 @@ def test_stale_source_graph_refused(pack_dir):
 
 
 def test_open_plan_without_tensorrt_says_what_to_install(pack_dir):
-    from trt.host import HostInfo
+    from backends.trt_host import HostInfo
 
     commit_fake_plan(pack_dir)
     no_trt = HostInfo(None, None, None, ("TensorRT is not installed (x)", "no NVIDIA driver (y)"))
@@ -159,7 +160,7 @@ def test_find_and_select_profile(pack_dir):
 
 # ---- tts-validate hook ----------------------------------------------------------------------------------------------
 def test_check_plans_without_tensorrt_checks_files_and_notes(pack_dir):
-    from trt.host import HostInfo
+    from backends.trt_host import HostInfo
 
     commit_fake_plan(pack_dir)
     no_trt = HostInfo(None, None, None, ("TensorRT is not installed",))

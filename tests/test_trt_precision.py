@@ -1,25 +1,38 @@
-"""FP16 plan inputs that can be checked on CPU: FP32-keep rules resolved on real graphs, the mixed-precision
-ONNX (fp32 I/O, kept nodes fp32) running on ONNX Runtime, and the FP16 tolerances."""
+"""The one fp16 converter (backends/fp16.py) and the graphs' fp16 policies, checked on CPU: keep rules resolved
+on real graphs, the mixed-precision ONNX (fp32 I/O, kept nodes fp32) running on ONNX Runtime, tolerances."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from specs.pack import Pack
-from trt.precision import FP16_TOLERANCES, Fp32Keep, fp32_keep, make_mixed_onnx, plan_tolerances, resolve_fp32_nodes
-from tests.test_trt_fakes import toy_spec
+from specs.precision import Fp32Keep
+from backends.fp16 import make_mixed_onnx, resolve_fp32_nodes
+from trt.plans import plan_tolerances
+from tests.support.trt_fakes import toy_spec
 
 onnx = pytest.importorskip("onnx")
 
 
-def test_tolerances_per_precision():
+def test_tolerances_per_precision(tiny_pack):
     spec = toy_spec()
     assert plan_tolerances(spec, "fp32") == spec.tolerances
-    fp16 = plan_tolerances(spec, "fp16")["y"]
-    assert fp16.atol >= 5e-2 and fp16.rtol >= 2e-2 and "unmeasured" in fp16.reason
-    for graph, table in FP16_TOLERANCES.items():
-        for tol in table.values():
+    assert plan_tolerances(spec, "fp16") == spec.precisions["fp16"].tolerances
+    pack = Pack.open(tiny_pack)
+    for graph in ("flow.decoder.estimator", "hift", "flow.encoder", "llm"):
+        for tol in plan_tolerances(pack.graph(graph).spec(), "fp16").values():
             assert len(tol.reason) > 40, graph  # every fp16 budget says why
+
+
+def test_trig_arguments_rule_keeps_sin_and_its_argument():
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Mul", ["t", "k"], ["arg"], name="scale"),
+             helper.make_node("Sin", ["arg"], ["s"], name="sin"),
+             helper.make_node("MatMul", ["s", "w"], ["y"], name="proj")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "tkw"],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    assert resolve_fp32_nodes(helper.make_model(g), Fp32Keep(trig_arguments=True)) == ["scale", "sin"]
 
 
 def test_paths_rule_keeps_the_magnitude_path():
@@ -40,7 +53,7 @@ def test_paths_rule_keeps_the_magnitude_path():
 def test_mixed_onnx_of_tiny_estimator(tiny_pack, tmp_path):
     pack = Pack.open(tiny_pack)
     entry = pack.graph("flow.decoder.estimator")
-    mixed = make_mixed_onnx(entry.onnx_path, tmp_path / "mixed.onnx", fp32_keep(entry.name))
+    mixed = make_mixed_onnx(entry.onnx_path, tmp_path / "mixed.onnx", entry.spec().precisions["fp16"].fp32_keep)
     model = onnx.load(str(mixed.path))
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(model.graph.input) + list(model.graph.output)}
     assert set(types.values()) <= {onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL}  # fp32 I/O kept

@@ -1,15 +1,16 @@
-"""Profile derivation: the four CosyVoice2 graphs from the tiny pack's real specs, the chunk schedule,
-min <= opt <= max violations, zero-length handling. No TensorRT needed."""
+"""Profile derivation from the I/O specs alone: the four CosyVoice2 graphs' declared profiles in the tiny pack's
+real specs (the exporters compute them from the chunk policy), the chunk schedule, min <= opt <= max
+violations, --max-dim with sum dims, zero-length handling. No TensorRT needed."""
 from __future__ import annotations
 
 import pytest
 
 from specs.errors import ToolError
 from specs.pack import Pack
-from trt.policy import ChunkPolicy
+from specs.chunk_policy import ChunkPolicy
+from specs.io_spec import DimRange, ProfileSpec
 from trt.profiles import Profile, check_shapes, derive_profiles
-from trt.ranges import DimRange
-from tests.test_trt_fakes import CHUNK_POLICY, toy_spec
+from tests.support.trt_fakes import CHUNK_POLICY, toy_spec
 
 POLICY = ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY})
 
@@ -45,13 +46,23 @@ def test_policy_from_pack_manifest(pack):
 
 def test_missing_chunk_policy_is_named():
     with pytest.raises(ToolError, match="token_hop_len"):
-        ChunkPolicy.from_manifest({"chunk_policy": {}})
+        ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": {}})
+
+
+def test_chunk_policy_cross_field_rules():
+    bad = {**CHUNK_POLICY, "source_cache_len": 100}
+    with pytest.raises(ToolError, match="source_cache_len 100 != mel_cache_len 8 x samples_per_mel_frame 480"):
+        ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": bad})
+    with pytest.raises(ToolError, match="token_hop_len 30 / token_max_hop_len 20"):
+        ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": {**CHUNK_POLICY, "token_hop_len": 30,
+                                                                          "token_max_hop_len": 20}})
+    assert ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY}).to_dict() == CHUNK_POLICY
 
 
 # ---- the four graphs ----------------------------------------------------------------------------------------------
 def test_estimator(pack):
     spec = spec_of(pack, "flow.decoder.estimator")
-    stream, offline = (derive_profiles(spec, POLICY, c) for c in ("stream", "offline"))
+    stream, offline = (derive_profiles(spec, c) for c in ("stream", "offline"))
     # min: final-only call of a 1-token stream; opt: first max-hop call after a 3 s prompt; max: the graph's
     assert ranges(stream) == {"all_calls": {"frames": (2, 500, 3000)}}
     assert ranges(offline) == {"all_calls": {"frames": (2, 650, 3000)}}
@@ -63,7 +74,7 @@ def test_estimator(pack):
 
 def test_hift_stream_splits_first_chunk(pack):
     spec = spec_of(pack, "hift")
-    gp = derive_profiles(spec, POLICY, "stream")
+    gp = derive_profiles(spec, "stream")
     r = ranges(gp)
     assert r["first_chunk"]["cache_samples"] == (0, 0, 0)
     assert r["first_chunk"]["frames"] == (2, 50, 102)
@@ -78,14 +89,14 @@ def test_hift_stream_splits_first_chunk(pack):
 
 
 def test_hift_offline_is_one_zero_cache_call(pack):
-    gp = derive_profiles(spec_of(pack, "hift"), POLICY, "offline")
+    gp = derive_profiles(spec_of(pack, "hift"), "offline")
     assert ranges(gp)["utterance"]["cache_samples"] == (0, 0, 0)
     assert ranges(gp)["utterance"]["frames"] == (2, 500, 3000)
 
 
 def test_flow_encoder(pack):
     spec = spec_of(pack, "flow.encoder")
-    stream, offline = (ranges(derive_profiles(spec, POLICY, c)) for c in ("stream", "offline"))
+    stream, offline = (ranges(derive_profiles(spec, c)) for c in ("stream", "offline"))
     top = spec.dims["tokens"].max
     assert stream["no_prompt"] == {"tokens": (1, 175, top), "prompt_frames": (0, 0, 0)}
     assert stream["with_prompt"]["tokens"] == (1, 250, top)
@@ -97,7 +108,7 @@ def test_flow_encoder(pack):
 
 def test_llm_prefill_and_decode(pack):
     spec = spec_of(pack, "llm")
-    gp = derive_profiles(spec, POLICY, "any")
+    gp = derive_profiles(spec, "any")
     r = ranges(gp)
     pre, dec = r["prefill"], r["decode"]
     assert pre["past_sequence_length"] == (0, 0, 0)
@@ -112,40 +123,52 @@ def test_llm_prefill_and_decode(pack):
 
 def test_llm_max_dim_keeps_total_consistent(pack):
     spec = spec_of(pack, "llm")
-    dec = ranges(derive_profiles(spec, POLICY, "any", max_dims={"past_sequence_length": 8191}))["decode"]
+    dec = ranges(derive_profiles(spec, "any", max_dims={"past_sequence_length": 8191}))["decode"]
     assert dec["past_sequence_length"][2] == 8191 and dec["total_sequence_length"][2] == 8191 + 64
 
 
+def test_every_graph_declares_what_trt_needs(pack):
+    """trt/ reads only specs: every graph of the pack declares roles, profiles per chunk mode and an fp16 policy."""
+    for name in pack.graph_names():
+        if "variant_of" in pack.manifest["graphs"][name]:
+            continue
+        spec = pack.graph(name).spec()
+        assert all(d.role for d in spec.dims.values()), name
+        assert spec.profiles and set(spec.profiles) <= {"stream", "offline", "any"}, name
+        fp16 = spec.precisions["fp16"]
+        assert fp16.offered_on("tensorrt") and set(fp16.tolerances) == set(spec.output_names), name
+
+
 # ---- generic rules, violations, zero length ---------------------------------------------------------------------
-def test_graph_without_rule_uses_spec_and_splits_zero_length():
-    gp = derive_profiles(toy_spec(), POLICY, "any")
+def test_profile_naming_no_dim_uses_spec_and_splits_zero_length():
+    gp = derive_profiles(toy_spec(), "any")
     assert ranges(gp) == {"all_calls": {"n": (1, 8, 64), "c": (1, 4, 16)},
                           "all_calls.c_empty": {"n": (1, 8, 64), "c": (0, 0, 0)}}
     assert gp.zero_length[0].handling == "profile"
 
 
 def test_zero_length_ort_drops_pinned_profiles(pack):
-    gp = derive_profiles(toy_spec(), POLICY, "any", zero_length="ort")
+    gp = derive_profiles(toy_spec(), "any", zero_length="ort")
     assert ranges(gp) == {"all_calls": {"n": (1, 8, 64), "c": (1, 4, 16)}}
     assert gp.zero_length[0].handling == "ort" and "ONNX Runtime" in gp.zero_length[0].note
-    hift = derive_profiles(spec_of(pack, "hift"), POLICY, "stream", zero_length="ort")
+    hift = derive_profiles(spec_of(pack, "hift"), "stream", zero_length="ort")
     assert [p.name for p in hift.profiles] == ["later_chunks"]
-    assert derive_profiles(spec_of(pack, "hift"), POLICY, "offline", zero_length="ort").profiles == []
+    assert derive_profiles(spec_of(pack, "hift"), "offline", zero_length="ort").profiles == []
 
 
 def test_min_opt_max_violation_names_the_offender():
-    spec = toy_spec(profiles={"calls": {"n": {"min": 40, "opt": 20, "max": 64}}})
+    spec = toy_spec(profiles={"any": [ProfileSpec("calls", "broken", {"n": DimRange(40, 20, 64)})]})
     with pytest.raises(ToolError) as e:
-        derive_profiles(spec, POLICY, "any")
+        derive_profiles(spec, "any")
     msg = e.value.message
     assert "toy (any) profile 'calls'" in msg and "dim 'n'" in msg and "x[1]" in msg and "40/20/64" in msg
 
 
-def test_spec_profile_overrides_rule(pack):
+def test_bad_declared_profile_names_graph_dim_and_inputs(pack):
     spec = spec_of(pack, "flow.decoder.estimator")
-    spec.profiles = {"all_calls": {"frames": {"min": 600, "opt": 500, "max": 3000}}}
+    spec.profiles = {"stream": [ProfileSpec("all_calls", "broken", {"frames": DimRange(600, 500, 3000)})]}
     with pytest.raises(ToolError, match=r"dim 'frames' \(inputs x\[2\], mask\[2\].*600/500/3000"):
-        derive_profiles(spec, POLICY, "stream")
+        derive_profiles(spec, "stream")
 
 
 def test_tensor_axis_violation_is_named():
@@ -157,12 +180,12 @@ def test_tensor_axis_violation_is_named():
 
 def test_max_dim_beyond_graph_is_refused(pack):
     with pytest.raises(ToolError, match="declares frames <= 3000"):
-        derive_profiles(spec_of(pack, "flow.decoder.estimator"), POLICY, "stream", max_dims={"frames": 5000})
+        derive_profiles(spec_of(pack, "flow.decoder.estimator"), "stream", max_dims={"frames": 5000})
 
 
 def test_rule_range_clipped_to_graph_with_note():
     spec = toy_spec()
-    spec.profiles = {"calls": {"n": {"min": 1, "opt": 8, "max": 100}}}  # beyond the declared 64
-    gp = derive_profiles(spec, POLICY, "any")
+    spec.profiles = {"any": [ProfileSpec("calls", "too wide", {"n": DimRange(1, 8, 100)})]}  # beyond the declared 64
+    gp = derive_profiles(spec, "any")
     assert ranges(gp)["calls"]["n"] == (1, 8, 64)
     assert any("clipped" in n for n in gp.notes)

@@ -1,6 +1,6 @@
 """Build TensorRT engines for a pack with Polygraphy's loaders, validate them, commit them into the pack.
 
-Per engine: (fp16: mixed-precision ONNX, trt/precision.py) -> NetworkFromOnnxPath(strongly typed) ->
+Per engine: (fp16: mixed-precision ONNX from the graph's fp16 policy, backends/fp16.py) -> NetworkFromOnnxPath(strongly typed) ->
 CreateConfig(profiles, workspace, TF32 off) -> EngineBytesFromNetwork -> run the graph's test vectors
 that fit a profile on TensorRT and ONNX Runtime and compare (trt/validate.py) -> commit (plan_store).
 Engines are only ever built here, never at run time. TensorRT and Polygraphy are imported lazily.
@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from specs.errors import ToolError
-from specs.pack import MANIFEST, Pack, sha256_file
-from trt.host import HostInfo, require_host
+from specs.pack import Pack, sha256_file
+from backends.fp16 import make_mixed_onnx
+from backends.trt_host import HostInfo, require_host
 from trt.plan_store import commit_plan, make_meta
-from trt.plans import EnginePlan
-from trt.policy import ChunkPolicy
-from trt.precision import make_mixed_onnx, plan_tolerances
+from trt.plans import EnginePlan, plan_tolerances
 
 FLAGS = ["STRONGLY_TYPED", "TF32_DISABLED"]
 
@@ -83,7 +82,7 @@ def build_plans(pack_dir: str | Path, plans: list[EnginePlan], workspace_gib: fl
     Stops at the first failure (ToolError); engines committed before it stay in the pack, complete."""
     host = host or require_host()
     pack = Pack.open(pack_dir)
-    policy = ChunkPolicy.from_manifest(pack.audio, str(pack.root / MANIFEST))
+    policy = pack.chunk_policy
     done = []
     for plan in plans:
         log(f"[{plan.name}] building on {host.gpu.name} (sm {host.gpu.compute_capability}), "

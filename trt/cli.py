@@ -1,4 +1,4 @@
-"""`tts-build-trt`: TensorRT plans for a pack (one per graph x precision x chunk policy), or a dry run."""
+"""`tts-build-trt`: TensorRT plans for a pack (one per graph x precision x chunk mode), or a dry run."""
 from __future__ import annotations
 
 import time
@@ -21,8 +21,8 @@ def build(
                                                   "per-graph layers kept fp32) or fp32 (TF32 off); repeat or "
                                                   "comma-separate for both."),
     graphs: Optional[List[str]] = typer.Option(None, "--graphs", "-g", help="Graphs to build (repeat or "
-                                               "comma-separate; 'estimator' and 'encoder' are accepted for "
-                                               "flow.decoder.estimator / flow.encoder). Default: every fp32 graph."),
+                                               "comma-separate; a unique last name part is enough, e.g. "
+                                               "'estimator' for flow.decoder.estimator). Default: every fp32 graph."),
     chunk: Optional[List[str]] = typer.Option(None, "--chunk", help="Chunk policy: stream (first chunk with prompt "
                                               "pad, steady chunks, final chunk) or offline (one call per "
                                               "utterance); default both. The LLM has one plan ('any')."),
@@ -50,13 +50,13 @@ def build(
     from specs.pack import Pack
     from trt.dry_run import dry_run_lines
     from trt.plans import parse_choices, parse_max_dims, plan_engines
-    from trt.policy import CHUNKS
-    from trt.precision import PRECISIONS
+    from specs.chunk_policy import CHUNK_MODES
+    from specs.plans import PLAN_PRECISIONS as PRECISIONS
     from trt.profiles import ZERO_LENGTH
 
     t0 = time.time()
     precisions = _usage("--precision", parse_choices, precision, PRECISIONS, ["fp16"])
-    chunks = _usage("--chunk", parse_choices, chunk, CHUNKS, CHUNKS)
+    chunks = _usage("--chunk", parse_choices, chunk, CHUNK_MODES, CHUNK_MODES)
     caps = _usage("--max-dim", parse_max_dims, max_dim)
     if zero_length not in ZERO_LENGTH:
         raise typer.BadParameter(f"{zero_length!r} (choose from {', '.join(ZERO_LENGTH)})", param_hint="--zero-length")
@@ -71,7 +71,7 @@ def build(
     if not plans.engines:
         raise ToolError(opened.root, "no engine to build", "; ".join(plans.skipped) or "check --graphs/--chunk")
     from trt.build import build_plans
-    from trt.host import require_host
+    from backends.trt_host import require_host
 
     host = require_host()
     log = lambda msg: typer.echo(msg, err=True)  # noqa: E731

@@ -40,7 +40,7 @@ def dry_run_lines(plans: PlanSet) -> list[str]:
         if e.keep is not None:
             k = e.keep
             kept = [f"ops {','.join(k.ops)}"] + ([f"names /{'/, /'.join(k.name_patterns)}/"] if k.name_patterns else []) \
-                + [f"paths {a}->{b}" for a, b in k.paths]
+                + [f"paths {a}->{b}" for a, b in k.paths] + (["sin/cos arguments"] if k.trig_arguments else [])
             extra.append("fp16, strongly typed; kept fp32: " + "; ".join(kept))
         else:
             extra.append("fp32, strongly typed, TF32 off")

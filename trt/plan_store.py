@@ -1,4 +1,4 @@
-"""Plans in a pack: metadata (specs/schema/plan_meta.schema.json), atomic commit, verified reading.
+"""Plans in a pack: metadata (specs/schema/plan_meta.schema.json) and atomic commit (verified reading: backends/trt_plan.py).
 
 Commit order: the engine bytes, metadata and new manifest are all written to temporary files and checked
 (schemas, hashes) first; then plan, metadata and finally manifest.json are renamed into place, under a
@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 from specs import FORMAT_VERSION
+from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
 from specs.pack import MANIFEST, Pack, sha256_file
-from specs.schema import read_json, validate_json
-from trt.host import HostInfo
-from trt.plans import EnginePlan, rebuild_command
-from trt.policy import ChunkPolicy
+from specs.plans import rebuild_command
+from specs.schema import validate_json
+from backends.trt_host import HostInfo
+from trt.plans import EnginePlan
 
 LOCK = ".tts-build-trt.lock"
 
@@ -108,25 +109,3 @@ def _write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
 
-
-def read_plan(pack: Pack, name: str) -> tuple[dict, dict]:
-    """(manifest record, metadata) of plan `name`, with both files' hashes and the metadata schema checked."""
-    plans = pack.manifest.get("plans", {})
-    rec = plans.get(name)
-    if rec is None:
-        raise ToolError(pack.root / MANIFEST, f"pack has no plan {name!r}",
-                        f"plans in this pack: {', '.join(plans) or 'none'} (build one with tts-build-trt)")
-    for key, sha_key, what in (("file", "sha256", "plan"), ("meta", "meta_sha256", "plan metadata")):
-        path = pack.root / rec[key]
-        if not path.is_file():
-            raise ToolError(path, f"{what} listed in the manifest is missing",
-                            "rebuild: " + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]))
-        got = sha256_file(path)
-        if got != rec[sha_key]:
-            raise ToolError(path, f"{what} has sha256 {got[:16]}…, the manifest says {rec[sha_key][:16]}…",
-                            "the file was modified after tts-build-trt; rebuild: "
-                            + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]))
-    meta_path = pack.root / rec["meta"]
-    meta = read_json(meta_path, "plan metadata", "the JSON tts-build-trt wrote beside the plan")
-    validate_json(meta, "plan_meta", str(meta_path))
-    return rec, meta

@@ -1,22 +1,24 @@
-"""Which engines to build for a pack: one per graph x precision x chunk policy, with its profiles.
+"""Which engines to build for a pack: one per graph x precision x chunk mode, with its profiles.
 
-Plan name `GRAPH.PRECISION.CHUNK` (e.g. `hift.fp16.stream`), files `trt/NAME.plan` + `trt/NAME.json` in
-the pack, manifest key NAME under `plans`. Graphs whose calls do not depend on the chunk policy (the
-LLM) get one engine with chunk `any`. Plans are built from a pack's fp32 graphs only; its ORT variants
-(`variant_of`, e.g. `NAME.fp16`, `llm.int8`) are not TensorRT sources.
+Everything comes from the graphs' I/O specs: the chunk modes and profiles each declares (`profiles`), and
+for fp16 its float16 precision policy (`precisions.fp16`: nodes kept fp32, tolerances). Plan names and
+files: specs/plans.py. Plans are built from a pack's fp32 graphs only; its ORT variants (`variant_of`,
+e.g. `NAME.fp16`, `llm.int8`) are not TensorRT sources.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
+from specs.chunk_policy import ANY_CHUNK, CHUNK_MODES
 from specs.errors import ToolError
-from specs.io_spec import GraphSpec
-from specs.pack import MANIFEST, Pack
-from trt.graph_rules import ALIASES
-from trt.policy import ANY_CHUNK, CHUNKS, ChunkPolicy
-from trt.precision import PRECISIONS, Fp32Keep, fp32_keep
+from specs.io_spec import GraphSpec, Tolerance
+from specs.pack import Pack
+from specs.plans import PLAN_PRECISIONS, plan_name, rebuild_command
+from specs.precision import Fp32Keep
 from trt.profiles import GraphProfiles, chunks_for, derive_profiles
+
+PRECISIONS = PLAN_PRECISIONS
 
 
 @dataclass
@@ -49,13 +51,30 @@ class PlanSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def plan_name(graph: str, precision: str, chunk: str) -> str:
-    return f"{graph}.{precision}.{chunk}"
+def plan_tolerances(spec: GraphSpec, precision: str) -> dict[str, Tolerance]:
+    """Tolerance per output for comparing a plan of `precision` with ONNX Runtime's fp32 graph: fp32 plans
+    (TF32 off) use the spec's own (both sides fp32, reassociation only); fp16 plans the graph's fp16 policy."""
+    if precision == "fp32":
+        return dict(spec.tolerances)
+    policy = spec.precisions.get(precision)
+    if policy is None:
+        raise ToolError(spec.graph, f"declares no {precision} precision policy", "see its exporter's variants()")
+    return dict(policy.tolerances)
 
 
-def rebuild_command(pack_root, graph: str, precision: str, chunk: str) -> str:
-    chunk_opt = "" if chunk == ANY_CHUNK else f" --chunk {chunk}"
-    return f"tts-build-trt --pack {pack_root} --graphs {graph} --precision {precision}{chunk_opt}"
+def fp16_policy_problem(spec: GraphSpec) -> str | None:
+    policy = spec.precisions.get("fp16")
+    if policy is None or not policy.offered_on("tensorrt") or policy.method != "float16":
+        return "its I/O spec declares no float16 policy for TensorRT"
+    return None
+
+
+def resolve_name(names: list[str], wanted: str) -> str | None:
+    """A graph name, or a unique last dotted component of one ('estimator' -> 'flow.decoder.estimator')."""
+    if wanted in names:
+        return wanted
+    hits = [n for n in names if n.rsplit(".", 1)[-1] == wanted]
+    return hits[0] if len(hits) == 1 else None
 
 
 def source_graphs(pack: Pack) -> list[str]:
@@ -68,7 +87,7 @@ def resolve_graphs(pack: Pack, names: Iterable[str] | None) -> list[str]:
         return available
     out = []
     for n in names:
-        full = ALIASES.get(n, n)
+        full = resolve_name(pack.graph_names(), n) or n
         rec = pack.manifest["graphs"].get(full)
         if rec is None:
             raise ToolError("--graphs", f"pack has no graph {n!r}", f"graphs in this pack: {', '.join(available)}")
@@ -83,10 +102,9 @@ def resolve_graphs(pack: Pack, names: Iterable[str] | None) -> list[str]:
 
 
 def plan_engines(pack: Pack, graphs: Iterable[str] | None = None, precisions: Iterable[str] = ("fp16",),
-                 chunks: Iterable[str] = CHUNKS, zero_length: str = "profile",
+                 chunks: Iterable[str] = CHUNK_MODES, zero_length: str = "profile",
                  max_dims: Mapping[str, int] | None = None) -> PlanSet:
     """Every engine to build, with its profiles; engines that would have no profile are skipped with a reason."""
-    policy = ChunkPolicy.from_manifest(pack.audio, str(pack.root / MANIFEST))
     chunks = list(chunks)
     out = PlanSet()
     used_dims: set[str] = set()
@@ -97,17 +115,23 @@ def plan_engines(pack: Pack, graphs: Iterable[str] | None = None, precisions: It
             continue
         spec = entry.spec()
         used_dims |= set(spec.dims)
-        own = chunks_for(graph)
-        for chunk in ([ANY_CHUNK] if own == (ANY_CHUNK,) else [c for c in chunks if c in own]):
-            gp = derive_profiles(spec, policy, chunk, zero_length, max_dims)
+        own = chunks_for(spec)
+        if not own:
+            out.skipped.append(f"{graph}: its I/O spec declares no TensorRT profiles")
+            continue
+        for chunk in ([ANY_CHUNK] if ANY_CHUNK in own else [c for c in chunks if c in own]):
+            gp = derive_profiles(spec, chunk, zero_length, max_dims)
             for precision in precisions:
                 if not gp.profiles:
                     out.skipped.append(f"{plan_name(graph, precision, chunk)}: no profile left "
                                        f"({'; '.join(z.note for z in gp.zero_length)})")
                     continue
+                if precision == "fp16" and (why := fp16_policy_problem(spec)):
+                    out.skipped.append(f"{plan_name(graph, precision, chunk)}: {why}")
+                    continue
+                keep = spec.precisions["fp16"].fp32_keep if precision == "fp16" else None
                 out.engines.append(EnginePlan(graph, precision, chunk, spec, gp, entry.record["file"],
-                                              entry.record["sha256"],
-                                              fp32_keep(graph) if precision == "fp16" else None))
+                                              entry.record["sha256"], keep))
     unknown = sorted(set(max_dims or {}) - used_dims)
     if unknown:
         raise ToolError("--max-dim", f"no planned graph has dim(s) {', '.join(unknown)}",
@@ -135,4 +159,4 @@ def parse_max_dims(values: Iterable[str] | None) -> dict[str, int]:
     return out
 
 
-__all__ = ["EnginePlan", "PlanSet", "plan_engines", "plan_name", "rebuild_command", "PRECISIONS"]
+__all__ = ["EnginePlan", "PlanSet", "plan_engines", "plan_name", "plan_tolerances", "rebuild_command", "PRECISIONS"]

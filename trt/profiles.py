@@ -1,11 +1,13 @@
-"""TensorRT optimisation profiles of one graph under one chunk policy, derived from its I/O spec.
+"""TensorRT optimisation profiles of one graph in one chunk mode, from its I/O spec alone.
 
-Every named dim of every input gets min/opt/max in every profile:
-1. the graph's rule (trt/graph_rules.py) gives ranges for the dims whose meaning it knows, per profile;
-   graphs without a rule get the spec's `profiles` if it declares any, else one profile of the spec's
-   declared dim ranges; a spec profile named like a rule's profile overrides the rule's ranges;
-2. `--max-dim NAME=N` sets the max of dims taken from the spec and can only lower a rule's max (the LLM
-   rule reads it itself to keep total = past + new); dims nobody mentioned keep the spec's min/opt/max;
+The graph's exporter declares the profiles in the spec (`profiles[chunk mode]`, computed from the pack's
+chunk policy at export); nothing here knows a graph by name. Every named dim of every input gets
+min/opt/max in every profile:
+1. the spec's profile gives ranges for the dims it names; the other free dims keep the spec's declared
+   min/opt/max;
+2. `--max-dim NAME=N` sets the max of that dim in every profile where it is not pinned (within the graph's
+   declared range); a dim that is the sum of others (`sum_of`, e.g. total = past + sequence) is then kept
+   consistent at the max corner: capping the sum lowers its first part, capping a part moves the sum;
 3. every range is checked (0 <= min <= opt <= max, naming graph, profile, dim and the inputs using it),
    then clipped to the spec's declared range (a note says so); derived dims follow their base dim;
 4. zero-length dims (range starting at 0) are handled explicitly, see ZERO_LENGTH below;
@@ -25,10 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from specs.errors import ToolError
-from specs.io_spec import GraphSpec
-from trt.graph_rules import rule_for
-from trt.policy import ANY_CHUNK, ChunkPolicy
-from trt.ranges import DimRange, ProfileDraft
+from specs.io_spec import DimRange, GraphSpec
 
 ZERO_LENGTH = ("profile", "ort")
 
@@ -79,9 +78,9 @@ class GraphProfiles:
     notes: list[str] = field(default_factory=list)
 
 
-def chunks_for(graph: str) -> tuple[str, ...]:
-    rule = rule_for(graph)
-    return rule.chunks if rule else (ANY_CHUNK,)
+def chunks_for(spec: GraphSpec) -> tuple[str, ...]:
+    """The chunk modes the graph declares profiles for (one engine each)."""
+    return tuple(spec.profiles)
 
 
 def dim_uses(spec: GraphSpec) -> dict[str, list[str]]:
@@ -94,26 +93,26 @@ def dim_uses(spec: GraphSpec) -> dict[str, list[str]]:
     return uses
 
 
-def derive_profiles(spec: GraphSpec, policy: ChunkPolicy, chunk: str, zero_length: str = "profile",
+def derive_profiles(spec: GraphSpec, chunk: str, zero_length: str = "profile",
                     max_dims: Mapping[str, int] | None = None) -> GraphProfiles:
     if zero_length not in ZERO_LENGTH:
         raise ToolError("--zero-length", f"unknown handling {zero_length!r}", f"one of {', '.join(ZERO_LENGTH)}")
+    if chunk not in spec.profiles:
+        raise ToolError(spec.graph, f"its I/O spec declares no TensorRT profiles for chunk mode {chunk!r}",
+                        f"declared: {', '.join(spec.profiles) or 'none'} (re-export the pack)")
     where = f"{spec.graph} ({chunk})"
     uses = dim_uses(spec)
     free = [d for d in uses if not spec.dims[d].derived_from]
     notes: list[str] = []
-    drafts = _drafts(spec, policy, chunk, notes, max_dims or {})
+    caps = dict(max_dims or {})
+    for d, n in caps.items():
+        if d in spec.dims and n > spec.dims[d].max:
+            raise ToolError(f"--max-dim {d}={n}", f"{spec.graph} declares {d} <= {spec.dims[d].max}",
+                            "a max within the graph's declared range")
     profiles: list[Profile] = []
-    for draft in drafts:
+    for draft in spec.profiles[chunk]:
         dims = {d: replace(draft.dims[d]) if d in draft.dims else _spec_range(spec, d) for d in free}
-        for d, n in (max_dims or {}).items():
-            if d in dims and n > spec.dims[d].max:
-                raise ToolError(f"--max-dim {d}={n}", f"{spec.graph} declares {d} <= {spec.dims[d].max}",
-                                "a max within the graph's declared range")
-            if d in dims and dims[d].max > 0:  # a rule's own range is only lowered (rules read caps themselves)
-                dims[d].max = min(dims[d].max, n) if d in draft.dims else n
-                dims[d].opt = min(dims[d].opt, dims[d].max)
-                dims[d].why += f"; --max-dim {d}={n}"
+        _apply_caps(spec, dims, caps)
         for d, r in dims.items():
             check_range(r, f"{where} profile {draft.name!r}", d, uses)
         dims = _clip_to_spec(spec, dims, f"{where} profile {draft.name!r}", uses, notes)
@@ -151,24 +150,28 @@ def _spec_range(spec: GraphSpec, d: str) -> DimRange:
     return DimRange(dim.min, dim.opt, dim.max, "the spec's declared range")
 
 
-def _drafts(spec: GraphSpec, policy: ChunkPolicy, chunk: str, notes: list[str],
-            caps: Mapping[str, int]) -> list[ProfileDraft]:
-    rule = rule_for(spec.graph)
-    declared = {name: ProfileDraft(name, {d: DimRange(r["min"], r["opt"], r["max"], "the spec's profile")
-                                          for d, r in prof.items()}, "declared in the I/O spec")
-                for name, prof in spec.profiles.items()}
-    if rule is None:
-        if declared:
-            return list(declared.values())
-        notes.append("no per-graph rule: one profile of the spec's declared dim ranges")
-        return [ProfileDraft("all_calls", {}, "the spec's declared dim ranges")]
-    drafts = rule.derive(spec, policy, chunk, caps)
-    for dr in drafts:
-        if not dr.dims:
-            notes.append(f"profile {dr.name!r}: the rule found none of its tensors; using the spec's ranges")
-        if dr.name in declared:
-            dr.dims.update(declared[dr.name].dims)
-    return drafts
+def _apply_caps(spec: GraphSpec, dims: dict[str, DimRange], caps: Mapping[str, int]) -> None:
+    """--max-dim on one profile's free dims, then every `sum_of` dim made consistent at the max corner."""
+    def cap(d: str, n: int, why: str) -> None:
+        r = dims[d]
+        if r.max == r.min:  # pinned (e.g. a zero-length call's profile): not a range to move
+            return
+        r.max = max(r.min, min(n, spec.dims[d].max))
+        r.opt = min(r.opt, r.max)
+        r.why += f"; {why}"
+
+    for d, n in caps.items():
+        if d in dims:
+            cap(d, n, f"--max-dim {d}={n}")
+    for d, dim in spec.dims.items():
+        if not dim.sum_of or d not in dims or any(p not in dims for p in dim.sum_of):
+            continue
+        parts = [dims[p] for p in dim.sum_of]
+        if d in caps:  # the sum was capped: its first unpinned part takes the cut
+            rest = sum(r.max for r in parts[1:])
+            cap(dim.sum_of[0], dims[d].max - rest, f"{d} = {' + '.join(dim.sum_of)} <= {dims[d].max}")
+        elif any(p in caps for p in dim.sum_of):
+            cap(d, sum(r.max for r in parts), f"= {' + '.join(dim.sum_of)} at the max corner")
 
 
 def _clip_to_spec(spec: GraphSpec, dims: dict[str, DimRange], where: str, uses, notes) -> dict | None:

@@ -16,10 +16,10 @@ from specs.compare import Comparison, compare
 from specs.errors import ToolError
 from specs.io_spec import Tolerance
 from specs.pack import Pack
-from trt.host import HostInfo, probe_host
-from trt.plan_store import read_plan
-from trt.plans import rebuild_command
-from trt.runner import PlanRunner, plan_mismatches
+from backends.trt_host import HostInfo, probe_host
+from backends.trt_plan import read_plan
+from specs.plans import rebuild_command
+from backends.trt_plan import PlanRunner, plan_mismatches
 
 
 def problem(label: str, text: str) -> Comparison:
@@ -29,14 +29,14 @@ def problem(label: str, text: str) -> Comparison:
 def compare_engine(pack: Pack, engine: bytes, meta: dict, label: str | None = None,
                    ort_device: str = "cpu") -> tuple[list[Comparison], list[str]]:
     """Run every test case that fits a profile on the engine and on ONNX Runtime; compare every output."""
-    from runtime.ort_session import GraphSession
+    from backends.ort import OrtRunner
 
     label = label or f"trt:{meta['plan']}"
     entry = pack.graph(meta["graph"])
     spec = entry.spec()
     tol = {k: Tolerance(atol=v["atol"], rtol=v["rtol"], reason=v["reason"], check=v["check"])
            for k, v in meta["tolerances"].items()}
-    ort = GraphSession(entry.onnx_path, spec, device=ort_device)
+    ort = OrtRunner(entry.onnx_path, spec, device=ort_device)
     comps: list[Comparison] = []
     notes: list[str] = []
     with PlanRunner(engine, meta, spec) as runner:

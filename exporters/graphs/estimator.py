@@ -12,8 +12,11 @@ import contextlib
 
 import numpy as np
 
-from specs.io_spec import Dim, GraphSpec, TensorSpec, TestCase, Tolerance
-from exporters.graphs.base import Case, GraphExporter
+from specs.chunk_policy import ChunkPolicy
+from specs.io_spec import Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
+from specs.precision import Fp32Keep, PrecisionPolicy
+from exporters.graphs.base import (NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens,
+                                   typical_utterance_tokens)
 from exporters.graphs.flow_common import ChunkMaskFlag, cfm_facts, flow_reference_inputs, traceable_chunk_mask
 
 MAX_FRAMES = 3000  # 60 s of mel at 50 Hz, prompt included (upstream's TRT profile max)
@@ -23,12 +26,6 @@ class EstimatorExporter(GraphExporter):
     name = "flow.decoder.estimator"
     opset = 18
     trace_case = "steady_chunk"
-    # `--fp16`: weights and activations in fp16 (fp32 I/O; the sinusoidal time embedding stays fp32).
-    fp16_tolerances = {"velocity": Tolerance(
-        atol=0.5, rtol=0.0,
-        reason="fp16 rounding accumulates over the U-Net's resnet/attention blocks and grows with t (the time "
-               "embedding gain): measured max 0.23 (tiny) / 0.16 (full size), mean 0.026 (tiny), at t = 0.69; "
-               "output rms ~0.9. A wrong mask or a dropped block errs by > 1")}
 
     def spec(self, model) -> GraphSpec:
         est = model.flow.decoder.estimator
@@ -54,7 +51,8 @@ class EstimatorExporter(GraphExporter):
                            "false: full attention (final chunk, offline)"),
             ],
             outputs=[t("velocity", [2, mel, "frames"], "estimated velocity, times mask")],
-            dims={"frames": Dim(1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)")},
+            dims={"frames": Dim(1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)",
+                                role="frames")},
             tolerances={"velocity": Tolerance(
                 atol=2e-4, rtol=1e-4,
                 reason="fp32 reassociation across the U-Net's convs, attention softmax and GELU/Mish; measured "
@@ -68,8 +66,36 @@ class EstimatorExporter(GraphExporter):
                 TestCase("final_chunk", "streaming=false (full attention), odd length, late ODE time"),
             ],
             facts={**cfm_facts(model), "static_chunk_size": c},
-            profiles={},
         )
+
+    def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:
+        """One profile per chunk mode: every flow call is one CFG batch of 2 over the whole prefix."""
+        (frames,) = spec.dims_with_role("frames")
+        top, pt, nt = spec.dims[frames].max, typical_prompt_tokens(p), typical_utterance_tokens(p)
+        stream = DimRange(p.mel(1), p.mel(p.steady_prefix_tokens(pt)), top,
+                          f"min: final-only call of a 1-token stream without prompt; opt: first max-hop call after a "
+                          f"{pt}-token prompt ({p.steady_prefix_tokens(pt)} tokens); max: the graph's max (prompt + "
+                          "everything generated, recomputed on every call)")
+        offline = DimRange(p.mel(1), p.mel(pt + nt), top,
+                           f"min: a 1-token utterance; opt: {pt}-token prompt + {nt} generated tokens; max: the graph's max")
+        doc = "every flow call of the policy: one CFG batch of 2, whole prefix"
+        return {"stream": [ProfileSpec("all_calls", doc, {frames: stream})],
+                "offline": [ProfileSpec("all_calls", doc, {frames: offline})]}
+
+    def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
+        keep = Fp32Keep(
+            ops=NORM_SOFTMAX + ("Sin", "Cos", "Exp", "Softplus"), name_patterns=(r"time_embeddings", r"time_mlp"),
+            trig_arguments=True,
+            reason="normalisation statistics and attention softmax overflow or lose mass in fp16; the timestep "
+                   "embedding is sin/cos of 1000*t (fp16 spacing at 1000 is 0.5 rad); Mish's softplus/exp")
+        velocity = Tolerance(
+            atol=0.5, rtol=0.0,
+            reason="fp16 rounding accumulates over the U-Net's resnet/attention blocks and grows with t (the time "
+                   "embedding gain): ORT-CPU fp16 measured max 0.23 (tiny) / 0.16 (full size), mean 0.026 (tiny), at "
+                   "t = 0.69; output rms ~0.9. A wrong mask or a dropped block errs by > 1. One ODE step of 10: the "
+                   "runtime's mel comparison is the stronger check. Not yet measured on TensorRT")
+        return {"fp16": PrecisionPolicy("fp16", "float16", {"velocity": velocity}, ("ort", "tensorrt"), keep,
+                                        doc="weights and compute fp16, I/O fp32 (tts-export --fp16; TensorRT fp16 plans)")}
 
     def wrapper(self, model):
         import torch

@@ -22,8 +22,10 @@ import contextlib
 
 import numpy as np
 
-from specs.io_spec import Dim, GraphSpec, TensorSpec, TestCase, Tolerance
-from exporters.graphs.base import Case, GraphExporter
+from specs.chunk_policy import ChunkPolicy
+from specs.io_spec import Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
+from specs.precision import Fp32Keep, PrecisionPolicy
+from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
 from exporters.graphs.estimator import MAX_FRAMES
 from exporters.graphs.flow_common import ChunkMaskFlag, traceable_chunk_mask
 
@@ -110,10 +112,10 @@ class FlowEncoderExporter(GraphExporter):
                 "tokens": Dim(1, 200, n_max,
                               f"prefix tokens without lookahead (25 Hz); max {n_max}: the rel-pos tables are "
                               f"frozen at {rel_pos_max_tokens(model)} tokens ({ratio}x that up-encoder "
-                              f"positions) and frames must fit the estimator ({MAX_FRAMES})"),
+                              f"positions) and frames must fit the estimator ({MAX_FRAMES})", role="tokens"),
                 "prompt_frames": Dim(0, 2 * PROMPT_TOKENS, ratio * n_max,
-                                     "prompt mel frames (50 Hz); at most frames"),
-                "frames": Dim(ratio, ratio * 200, ratio * n_max, f"mel frames = {ratio} x tokens",
+                                     "prompt mel frames (50 Hz); at most frames", role="prompt"),
+                "frames": Dim(ratio, ratio * 200, ratio * n_max, f"mel frames = {ratio} x tokens", role="frames",
                               derived_from={"dim": "tokens", "scale": ratio, "offset": 0}),
             },
             tolerances={
@@ -157,8 +159,39 @@ class FlowEncoderExporter(GraphExporter):
                 "new_frames": "upstream keeps mel[:, :, prompt_frames + token_mel_ratio * token_offset:] of the "
                               "ODE output, token_offset = generated tokens already emitted",
             },
-            profiles={},
         )
+
+    def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:
+        """Calls without a prompt (zero-length prompt_feat) and zero-shot calls, per chunk mode."""
+        (tokens,), (prompt,) = spec.dims_with_role("tokens"), spec.dims_with_role("prompt")
+        t_top, p_top = spec.dims[tokens].max, spec.dims[prompt].max
+        pt, nt = typical_prompt_tokens(p), typical_utterance_tokens(p)
+
+        def token_range(chunk: str, prompt_tokens: int) -> DimRange:
+            if chunk == "stream":
+                return DimRange(1, p.steady_prefix_tokens(prompt_tokens), t_top,
+                                "prefix without lookahead; opt: the first max-hop call")
+            return DimRange(1, prompt_tokens + nt, t_top, "the whole utterance (+ prompt) in one call")
+
+        def mode(chunk: str) -> list[ProfileSpec]:
+            return [ProfileSpec("no_prompt", "calls without a prompt",
+                                {prompt: DimRange.pinned(0, "no prompt: zero-length prompt_feat"),
+                                 tokens: token_range(chunk, 0)}),
+                    ProfileSpec("with_prompt", "zero-shot calls (prompt mel present)",
+                                {prompt: DimRange(1, p.mel(pt), p_top, f"prompt mel; opt: a {pt}-token prompt"),
+                                 tokens: token_range(chunk, pt)})]
+
+        return {"stream": mode("stream"), "offline": mode("offline")}
+
+    def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
+        keep = Fp32Keep(ops=NORM_SOFTMAX + ("Exp",),
+                        reason="LayerNorm statistics and the relative-position attention softmax")
+        budget = ("fp16 unit roundoff 4.9e-4 over the conformer blocks with norms and softmax fp32; |mu| up to ~2.6. "
+                  "Initial budget, not yet measured on TensorRT; catches O(1) errors (a broken engine) only")
+        tol = {"mu": Tolerance(atol=5e-2, rtol=2e-2, reason=budget),
+               "spks": Tolerance(atol=5e-2, rtol=2e-2, reason="one normalize + Linear in fp16; initial budget"),
+               "cond": spec.tolerances["cond"]}
+        return {"fp16": PrecisionPolicy("fp16", "float16", tol, ("tensorrt",), keep, doc="TensorRT fp16 plans only")}
 
     def wrapper(self, model):
         import torch

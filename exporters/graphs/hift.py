@@ -4,7 +4,7 @@ One graph serves every call of upstream's `CosyVoice2Model.token2wav`: the runti
 mel frames itself and passes the cached source samples as `cache_source`; the first chunk passes a
 zero-length `cache_source` through the same graph (the overwrite is a concat + slice, no branch). The
 sine-source noise is an input (upstream draws it with `randn_like` on every call) and the random initial
-phase is dropped (it has no effect on the output; see exporters/hift_source.py). Export-only rewrites:
+phase is dropped (it has no effect on the output; see exporters/rewrites/hift_source.py). Export-only rewrites:
 `NoiseDrivenSource` (SineGen2 with noise in) in the wrapper and the conv STFT/ISTFT patch on
 `HiFTGenerator._stft/_istft`; everything else is the upstream module with weight norm folded.
 """
@@ -15,8 +15,11 @@ import copy
 
 import numpy as np
 
-from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance
-from exporters.graphs.base import Case, GraphExporter
+from specs.chunk_policy import ChunkPolicy
+from specs.io_spec import CachePair, Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
+from specs.precision import Fp32Keep, PrecisionPolicy
+from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
+from exporters.model.facts import chunk_policy
 
 MAX_FRAMES = 3000  # 60 s of mel at 50 Hz: an offline (non-streaming) call on a whole utterance
 
@@ -36,19 +39,11 @@ def hift_sizes(model) -> dict:
     }
 
 
-def case_chunk_frames(policy: dict) -> tuple[int, int, int]:
+def case_chunk_frames(policy: ChunkPolicy) -> tuple[int, int, int]:
     """New mel frames of the three test calls: upstream's first hop (25 tokens -> 50 frames), its second
     (x stream_scale_factor -> 100), and an odd final remainder (37)."""
-    first = int(policy["token_hop_len"]) * int(policy["token_mel_ratio"])
-    return first, first * int(policy["stream_scale_factor"]), 37
-
-
-def streaming_constants(model) -> dict:
-    """mel_cache_len / source_cache_len / cross-fade, read from an upstream CosyVoice2Model (lazy import:
-    pack_export imports this package)."""
-    from exporters.pack_export import chunk_policy
-
-    return chunk_policy(model)
+    first = policy.mel(policy.token_hop_len)
+    return first, first * policy.stream_scale_factor, 37
 
 
 def fold_weight_norm(module):
@@ -76,7 +71,7 @@ def conv_stft_patch():
     import torch
     from cosyvoice.hifigan.generator import HiFTGenerator
 
-    from exporters.istft import ConvISTFT, ConvSTFT
+    from exporters.rewrites.istft import ConvISTFT, ConvSTFT
 
     def _stft(self, x):
         p = self.istft_params
@@ -100,14 +95,12 @@ class HiftExporter(GraphExporter):
     name = "hift"
     opset = 18
     trace_case = "steady_chunk"
-    # None: see the note at the end of this module.
-    fp16_tolerances = None
 
     def spec(self, model) -> GraphSpec:
         s = hift_sizes(model)
-        policy = streaming_constants(model)
-        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy["mel_cache_len"],
-                                        policy["source_cache_len"])
+        policy = chunk_policy(model)
+        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy.mel_cache_len,
+                                        policy.source_cache_len)
         if src_cache != mel_cache * spm:
             raise ValueError(f"source_cache_len {src_cache} != mel_cache_len {mel_cache} * {spm}")
         first, steady_new, final_new = case_chunk_frames(policy)
@@ -136,10 +129,10 @@ class HiftExporter(GraphExporter):
                   f"its last {src_cache} samples as the next cache_source"),
             ],
             dims={
-                "frames": Dim(1, steady, MAX_FRAMES, "mel frames of this call, cached frames included"),
-                "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}"),
+                "frames": Dim(1, steady, MAX_FRAMES, "mel frames of this call, cached frames included", role="frames"),
+                "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}", role="cache"),
                 "samples": Dim(spm, spm * steady, spm * MAX_FRAMES, f"output samples = {spm} * frames",
-                               derived_from={"dim": "frames", "scale": spm, "offset": 0}),
+                               role="samples", derived_from={"dim": "frames", "scale": spm, "offset": 0}),
             },
             tolerances={
                 "audio": Tolerance(
@@ -174,20 +167,63 @@ class HiftExporter(GraphExporter):
                 "noise": {"input": "noise", "distribution": "standard_normal", "dtype": "float32",
                           "shape": ["samples", "harmonics"],
                           "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime "
-                                 "draws it per absolute mel frame (runtime/noise.py) so chunked and whole-utterance "
+                                 "draws it per absolute mel frame (specs/noise.py) so chunked and whole-utterance "
                                  "runs use identical noise"},
                 "initial_phase": "dropped: upstream's random SineGen2 initial phase only changes samples the "
                                  "1/samples_per_mel_frame linear downsample never reads",
                 "cache_rule": f"call k > 0: mel = concat(mel_prev[..., -{mel_cache}:], new mel), cache_source = "
                               f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
             },
-            profiles={},
         )
+
+    def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:
+        """Offline: one call on the whole mel, no cache. Stream: the first call (zero-length cache, frames of
+        the first hop or a final-only call) and every later call (cached mel + source)."""
+        (frames,), (cache,) = spec.dims_with_role("frames"), spec.dims_with_role("cache")
+        top = spec.dims[frames].max
+        no_cache = DimRange.pinned(0, "no source cache before the first call (zero-length input)")
+        utterance = DimRange(p.mel(1), p.mel(typical_utterance_tokens(p)), top,
+                             "one call on the whole utterance's mel (no cache)")
+        first = DimRange(p.mel(1), p.mel(p.token_hop_len + p.prompt_pad(typical_prompt_tokens(p))),
+                         p.mel(p.final_only_max_tokens), f"first call: {p.token_mel_ratio} x (hop + prompt pad) "
+                         f"frames, or a final-only call of 1..{p.final_only_max_tokens} tokens")
+        lo_new, hi_new = p.final_after_chunks_tokens
+        later_cache = DimRange(1, p.source_cache_len, p.source_cache_len,
+                               f"the previous call's last {p.source_cache_len} source samples")
+        later = DimRange(p.mel_cache_len + p.mel(lo_new), p.mel_cache_len + p.mel(p.token_max_hop_len),
+                         p.mel_cache_len + p.mel(hi_new),
+                         f"{p.mel_cache_len} cached frames + {p.token_mel_ratio} x new tokens ({lo_new}..{hi_new} on "
+                         f"the final call, {p.token_max_hop_len} steady)")
+        return {
+            "stream": [ProfileSpec("first_chunk", "first call of a stream (or its only, final, call)",
+                                   {cache: no_cache, frames: first}),
+                       ProfileSpec("later_chunks", "every call after the first: cached mel + source",
+                                   {cache: later_cache, frames: later})],
+            "offline": [ProfileSpec("utterance", "offline: one call, zero-length cache_source",
+                                    {cache: no_cache, frames: utterance})],
+        }
+
+    def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
+        """fp16 for TensorRT only (source path and magnitude path fp32); no ONNX Runtime fp16 variant: see the
+        note at the end of this module."""
+        keep = Fp32Keep(
+            ops=NORM_SOFTMAX + ("Exp", "Sin", "Cos", "CumSum", "Div", "Atan", "Log"),
+            name_patterns=(r"^/source/", r"f0_predictor", r"m_source"), paths=(("Exp", "audio"),),
+            reason="the harmonic source integrates phase (cumsum of f0/sr over a whole call: thousands of radians, "
+                   "fp16 spacing ~1 rad) and the f0 that drives it; the magnitude path exp -> clip -> polar -> "
+                   "ISTFT -> window-envelope division -> audio needs fp32 range and precision")
+        tol = {"audio": Tolerance(atol=2e-2, rtol=0.0, reason="fp16 convs with fp32 source and magnitude path; "
+                                  "audio in [-0.99, 0.99]: 2e-2 is -34 dBFS, still far below a broken engine. "
+                                  "Initial budget, not yet measured on TensorRT"),
+               "source": Tolerance(atol=1e-2, rtol=0.0, reason="source computed in fp32 (kept nodes); fp16 only in "
+                                   "the f0 predictor's inputs. Initial budget, not yet measured on TensorRT")}
+        return {"fp16": PrecisionPolicy("fp16", "float16", tol, ("tensorrt",), keep,
+                                        doc="TensorRT fp16 plans only (tts-build-trt --precision fp16)")}
 
     def wrapper(self, model):
         import torch
 
-        from exporters.hift_source import NoiseDrivenSource
+        from exporters.rewrites.hift_source import NoiseDrivenSource
 
         class HiftWrapper(torch.nn.Module):
             """Upstream `HiFTGenerator.inference` with the noise as an input and a branch-free cache overwrite."""
@@ -212,17 +248,17 @@ class HiftExporter(GraphExporter):
     def cases(self, model, seed: int) -> dict[str, Case]:
         import torch
 
-        from exporters.hift_oracle import upstream_hift
-        from exporters.random_init import calibration_mel
+        from exporters.oracles.hift import upstream_hift
+        from exporters.oracles.flow import upstream_flow_mel
 
         s = hift_sizes(model)
-        policy = streaming_constants(model)
-        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy["mel_cache_len"],
-                                        policy["source_cache_len"])
+        policy = chunk_policy(model)
+        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy.mel_cache_len,
+                                        policy.source_cache_len)
         first, steady_new, final_new = case_chunk_frames(policy)
         plan = [("first_chunk", first), ("steady_chunk", steady_new), ("final_chunk", final_new)]
         total = first + steady_new + final_new
-        mel = calibration_mel(model.flow, torch.Generator().manual_seed(seed), n_tokens=(total + 1) // 2)
+        mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(seed), n_tokens=(total + 1) // 2)
         mel = mel.numpy().astype(np.float32)
         rng = np.random.default_rng(seed)
         out: dict[str, Case] = {}
@@ -242,8 +278,7 @@ class HiftExporter(GraphExporter):
         return out
 
 
-# FP16: not offered (fp16_tolerances = None). The sine phase reaches ~1e4 rad within a call; fp16 (ulp 8 at
-# 1e4) cannot hold it, and export_graph.fp16_variant converts the whole graph: measured on the tiny bundle, the
-# fp16 graph's audio error has rms 0.05 against a signal rms of 0.15 (max 0.31): not a tolerance, a different
-# signal. A mixed variant (source path in fp32, convolutions in fp16) needs a node block list that the shared
-# fp16 step does not take.
+# ONNX Runtime FP16 variant: not offered (the fp16 policy is for TensorRT only). The sine phase reaches ~1e4 rad
+# within a call; fp16 (ulp 8 at 1e4) cannot hold it: measured on the tiny bundle, a whole-graph fp16 conversion's
+# audio error has rms 0.05 against a signal rms of 0.15 (max 0.31): not a tolerance, a different signal. The
+# mixed graph above (source and magnitude paths fp32) has not been measured on ONNX Runtime's CPU fp16 kernels.

@@ -4,7 +4,7 @@ decode and multi-token extension (bistream), told apart only by the input shapes
 raw head scores of the last position (upstream samples from their log_softmax).
 
 Route, chosen by measurement (full size, random weights, 2 threads, interleaved; ci/compare_llm_genai.py):
-our torch export (exporters/graphs/qwen2_step.py: upstream weights, our RoPE and grouped attention in
+our torch export (exporters/rewrites/qwen2_step.py: upstream weights, our RoPE and grouped attention in
 plain ONNX ops, q/k/v and gate/up fused) vs onnxruntime-genai 0.18's Qwen2 builder (`exclude_embeds`,
 `exclude_lm_head`: GroupQueryAttention + rotary contrib ops, head applied outside):
   parity (logits max abs vs upstream, 4 cases): ours 0.9-1.3e-5, GenAI 1.2-1.6e-5;
@@ -17,7 +17,7 @@ HF-folder round trip, no transformers 5 / onnxruntime-genai dependency). Before 
 and making every reshape constant, our first graph was ~15% slower than GenAI's in decode.
 
 The INT8 variant (`llm.int8`, `tts-export --int8`) quantizes the MatMul weights of this graph with ONNX
-Runtime's MatMulNBits (exporters/weight_only.py): 8 bits, blocks of 32, int8 compute (accuracy_level 4).
+Runtime's MatMulNBits (exporters/pipeline/weight_only.py): 8 bits, blocks of 32, int8 compute (accuracy_level 4).
 """
 from __future__ import annotations
 
@@ -25,13 +25,27 @@ import inspect
 
 import numpy as np
 
-from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance
-from exporters.graphs.base import Case, GraphExporter
-from exporters.weight_only import WeightOnlyConfig
+from specs.chunk_policy import ChunkPolicy
+from specs.io_spec import CachePair, Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
+from specs.precision import Fp32Keep, PrecisionPolicy
+from exporters.graphs.base import (NORM_SOFTMAX, TYPICAL_TEXT_TOKENS, Case, GraphExporter, typical_prompt_tokens,
+                                   typical_utterance_tokens)
 
 PREFILL_TEXT, PREFILL_SPEECH = 12, 25  # prefill case: sos + 12 text + task_id + 25 prompt speech = 39
 DEEP_TEXT, DEEP_SPEECH = 40, 258  # deep_decode: a 300-position cache, then one step
 EXTEND_TEXT, EXTEND_SPEECH = 5, 15  # bistream_extend: mix_ratio-sized chunk after a cache
+
+# TensorRT caps: TensorRT sizes activation memory for the max shapes of every profile (prefill attention
+# scores alone are heads * seq * total * 4 bytes: 60 GB at Qwen2's 32768 positions). A CosyVoice2 segment
+# needs sos + text + task + prompt speech (<= 30 s = 750 tokens) + generated (<= 20 x text tokens; the
+# frontend splits text into short segments), well under these. Raise with tts-build-trt --max-dim.
+TRT_MAX_POSITIONS = 4096
+TRT_MAX_PREFILL = 1024
+# Profiles are boxes, so total = past + new must hold at each corner: the decode profile takes up to this
+# many new positions per call (bistream appends mix_ratio = 5 text + 15 speech); longer extensions of a
+# non-empty cache fit no profile and run on ONNX Runtime.
+TRT_DECODE_MAX_NEW = 64
+INT8 = {"bits": 8, "block_size": 32, "accuracy_level": 4}
 
 
 def llm_sizes(llm) -> dict:
@@ -87,7 +101,6 @@ class LLMExporter(GraphExporter):
     # The full graph is ~1.46 GB of fp32 weights (embedding table excluded): stored as external data so the
     # .onnx stays small and onnxsim (nothing to fold here; it would copy the weights several times) is skipped.
     external_data_threshold = 500_000_000
-    weight_only = WeightOnlyConfig(bits=8, block_size=32, accuracy_level=4)
 
     def spec(self, model) -> GraphSpec:
         s = llm_sizes(model.llm)
@@ -112,9 +125,12 @@ class LLMExporter(GraphExporter):
                                "RoPE positions of the new positions: past_sequence_length + arange(sequence_length)"),
                     *past],
             outputs=[f("logits", [1, vocab], "llm_decoder scores of the last position (pre-softmax)"), *present],
-            dims={"sequence_length": Dim(1, 1, max_pos, "new positions in this call (prefill: len(lm_input))"),
-                  "past_sequence_length": Dim(0, 300, max_pos - 1, "cached positions (0 on the first call)"),
-                  "total_sequence_length": Dim(1, 301, max_pos, "past_sequence_length + sequence_length")},
+            dims={"sequence_length": Dim(1, 1, max_pos, "new positions in this call (prefill: len(lm_input))",
+                                         role="sequence"),
+                  "past_sequence_length": Dim(0, 300, max_pos - 1, "cached positions (0 on the first call)",
+                                              role="past"),
+                  "total_sequence_length": Dim(1, 301, max_pos, "past_sequence_length + sequence_length",
+                                               role="total", sum_of=["past_sequence_length", "sequence_length"])},
             tolerances=self.tolerances(s["num_layers"]),
             cases=[TestCase("prefill", f"first call: lm_input of sos + {PREFILL_TEXT} text + task_id + "
                                        f"{PREFILL_SPEECH} prompt speech tokens, zero-length past"),
@@ -125,8 +141,51 @@ class LLMExporter(GraphExporter):
             caches=[CachePair(i, o, "output of call k is the input of call k+1", "zero-length")
                     for i, o in cache_names(s["num_layers"])],
             facts=lm_facts(model),
-            profiles={},
         )
+
+    def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:
+        """One engine for every chunk mode: prefill (whole lm_input, empty cache) and decode (cache + new)."""
+        (seq,), (past,), (total,) = (spec.dims_with_role(r) for r in ("sequence", "past", "total"))
+        prefill_max = min(TRT_MAX_PREFILL, spec.dims[seq].max)
+        new_max = min(TRT_DECODE_MAX_NEW, prefill_max)
+        positions = min(TRT_MAX_POSITIONS, spec.dims[total].max)
+        prompt = typical_prompt_tokens(p)
+        prefill_opt = 2 + TYPICAL_TEXT_TOKENS + prompt  # sos + text + task_id + prompt speech
+        cap_why = f"capped at {positions} positions / {prefill_max} prefill positions (exporters/graphs/llm.py)"
+        pre = {past: DimRange.pinned(0, "prefill: zero-length KV cache"),
+               seq: DimRange(1, prefill_opt, prefill_max, f"lm_input; opt: sos + {TYPICAL_TEXT_TOKENS} text + task "
+                             f"+ {prompt} prompt speech tokens; {cap_why}"),
+               total: DimRange(1, prefill_opt, prefill_max, "= sequence length (no past)")}
+        past_opt = prefill_opt + typical_utterance_tokens(p) // 2
+        dec = {past: DimRange(1, past_opt, positions - new_max, f"cached positions; opt: mid-utterance; {cap_why}"),
+               seq: DimRange(1, 1, new_max, f"one token per decode step; bistream appends mix_ratio chunks "
+                             f"(<= {new_max})"),
+               total: DimRange(2, past_opt + 1, positions, "= past + sequence length at min, opt and max")}
+        return {"any": [ProfileSpec("prefill", "first call: the whole lm_input, empty cache", pre),
+                        ProfileSpec("decode", "every later call: cache + new positions", dec)]}
+
+    def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
+        """fp16 for TensorRT plans; weight-only int8 for ONNX Runtime (`tts-export --int8`, graph `llm.int8`)."""
+        keep = Fp32Keep(ops=NORM_SOFTMAX + ("Sin", "Cos", "Exp"),
+                        reason="RMSNorm (Pow/ReduceMean/Sqrt) statistics, attention softmax and the RoPE angles")
+        logits16 = Tolerance(atol=5e-2, rtol=2e-2, reason=(
+            "fp16 unit roundoff 4.9e-4 accumulated over every layer's projections with norms, softmax and RoPE in "
+            "fp32; logits absmax ~12. Initial budget, not yet measured on TensorRT; a wrong cache or mask errs "
+            "by O(1)"))
+        cache16 = Tolerance(atol=5e-2, rtol=2e-2, reason=(
+            "fp16 k/v projections (absmax ~2.6) a few layers deep. Initial budget, not yet measured on TensorRT"))
+        return {
+            "fp16": PrecisionPolicy("fp16", "float16", self._per_output(spec, logits16, cache16), ("tensorrt",),
+                                    keep, doc="TensorRT fp16 plans only"),
+            "int8": PrecisionPolicy("int8", "weight_only", self._per_output(spec, *self.int8_tolerances()), ("ort",),
+                                    weight_only=dict(INT8),
+                                    doc="MatMul weights int8 in blocks of 32, int8 compute (ONNX Runtime "
+                                        "MatMulNBits, accuracy_level 4); tts-export --int8"),
+        }
+
+    @staticmethod
+    def _per_output(spec: GraphSpec, logits: Tolerance, cache: Tolerance) -> dict[str, Tolerance]:
+        return {o: (logits if o == "logits" else cache) for o in spec.output_names}
 
     @staticmethod
     def tolerances(num_layers: int) -> dict[str, Tolerance]:
@@ -140,7 +199,8 @@ class LLMExporter(GraphExporter):
             "layer-1 keys (tiny)"))
         return {"logits": logits, **{o: cache for _, o in cache_names(num_layers)}}
 
-    def weight_only_tolerances(self, spec: GraphSpec) -> dict[str, Tolerance]:
+    @staticmethod
+    def int8_tolerances() -> tuple[Tolerance, Tolerance]:
         """INT8 variant vs the fp32 PyTorch outputs: quantization noise, not structure (the fp32 graph's
         vectors check the structure it shares)."""
         logits = Tolerance(atol=0.75, rtol=0, reason=(
@@ -149,17 +209,17 @@ class LLMExporter(GraphExporter):
             "several units. Token agreement with the fp32 graph is reported by ci/bench_llm.py"))
         cache = Tolerance(atol=0.5, rtol=0, reason=(
             "int8 k/v projections: measured max 0.14 at full size (absmax ~2.6), 3e-3 tiny"))
-        return {"logits": logits, **{o: cache for o in spec.output_names if o.startswith("present.")}}
+        return logits, cache
 
     def wrapper(self, model):
-        from exporters.graphs.qwen2_step import Qwen2Step
+        from exporters.rewrites.qwen2_step import Qwen2Step
 
         return Qwen2Step(model.llm)
 
     def cases(self, model, seed: int) -> dict[str, Case]:
         import torch
 
-        from exporters.llm_upstream import cache_arrays, lm_input, upstream_step
+        from exporters.oracles.llm import cache_arrays, lm_input, upstream_step
 
         llm = model.llm
         s = llm_sizes(llm)

@@ -53,7 +53,7 @@ def frontend_session(path: str | Path, device: str = "cpu"):
     """The process-wide ORT session for a frontend model (campplus.onnx, speech_tokenizer_v2.onnx)."""
     import onnxruntime as ort
 
-    from runtime.ort_session import providers_for, session_options
+    from backends.ort import providers_for, session_options
 
     path = Path(path)
     key = (str(path.resolve()), device)

@@ -32,9 +32,18 @@ def read_json(path, what: str, expected: str | None = None):
         raise ToolError(path, f"{what} cannot be read as JSON ({e})", expected) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _registry():
+    """All our schemas by $id, so one schema can refer to another's definitions (the chunk policy)."""
+    from referencing import Registry, Resource
+
+    return Registry().with_resources((load_schema(n)["$id"], Resource.from_contents(load_schema(n)))
+                                     for n in SCHEMAS)
+
+
 def validate_json(doc: dict, schema: str, source: str) -> None:
     """Validate `doc` against schema `schema`; raise ToolError naming `source` and the failing field."""
-    validator = jsonschema.Draft202012Validator(load_schema(schema))
+    validator = jsonschema.Draft202012Validator(load_schema(schema), registry=_registry())
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

@@ -1,0 +1,69 @@
+"""Model facts read from the built upstream modules (that is, from the yaml and the state dicts): the sizes the
+runtime and tools need (manifest `model.config`) and the streaming chunk policy (manifest `audio.chunk_policy`).
+
+Below both exporters/graphs/ and exporters/pipeline/: a graph's spec and the pack's manifest read the same
+numbers from here, so they cannot disagree.
+"""
+from __future__ import annotations
+
+from specs.chunk_policy import ChunkPolicy, Crossfade
+
+
+def model_config(model) -> dict:
+    """Sizes the runtime and trt/ need, read from the built modules (that is, from the yaml + state dicts)."""
+    llm, flow, hift = model.llm, model.flow, model.hift
+    cfg: dict = {
+        "sample_rate": model.sample_rate,
+        "flow": {
+            "vocab_size": int(flow.vocab_size),
+            "mel_bins": int(flow.output_size),
+            "token_mel_ratio": int(flow.token_mel_ratio),
+            "pre_lookahead_len": int(flow.pre_lookahead_len),
+            "encoder_output_size": int(flow.encoder.output_size()),
+            "encoder_static_chunk_size": int(flow.encoder.static_chunk_size),
+            "estimator_static_chunk_size": int(flow.decoder.estimator.static_chunk_size),
+            "spk_embed_dim": int(flow.spk_embed_affine_layer.in_features),
+        },
+        "hift": {
+            "upsample_rates": [int(m.stride[0]) for m in hift.ups],
+            "istft_n_fft": int(hift.istft_params["n_fft"]),
+            "istft_hop": int(hift.istft_params["hop_len"]),
+            "samples_per_mel_frame": int(hift.f0_upsamp.scale_factor),
+            "harmonics": int(hift.nb_harmonics) + 1,
+            "audio_limit": float(hift.audio_limit),
+        },
+        "feat_extractor": model.feat_extractor,
+    }
+    if llm is not None:
+        q = llm.llm.model.config
+        cfg["llm"] = {
+            "hidden_size": int(q.hidden_size), "num_layers": int(q.num_hidden_layers),
+            "num_heads": int(q.num_attention_heads), "num_kv_heads": int(q.num_key_value_heads),
+            "head_dim": int(q.hidden_size // q.num_attention_heads), "text_vocab_size": int(q.vocab_size),
+            "rope_theta": float(q.rope_theta), "rms_norm_eps": float(q.rms_norm_eps),
+            "speech_token_size": int(llm.speech_token_size), "mix_ratio": list(llm.mix_ratio),
+            "sampling": model.sampling,
+        }
+    return cfg
+
+
+def chunk_policy(model) -> ChunkPolicy:
+    """Upstream CosyVoice2Model's streaming schedule, read from an instance of the upstream class."""
+    from cosyvoice.cli.model import CosyVoice2Model
+
+    up = CosyVoice2Model(model.llm, model.flow, model.hift)
+    return ChunkPolicy(
+        token_hop_len=int(up.token_hop_len),
+        token_max_hop_len=int(up.token_max_hop_len),
+        stream_scale_factor=int(up.stream_scale_factor),
+        pre_lookahead_len=int(model.flow.pre_lookahead_len),
+        token_mel_ratio=int(model.flow.token_mel_ratio),
+        mel_cache_len=int(up.mel_cache_len),
+        source_cache_len=int(up.source_cache_len),
+        samples_per_mel_frame=int(model.hift.f0_upsamp.scale_factor),
+        output_chunk_samples=int(model.sample_rate // 25),  # tts-run's fixed 40 ms chunks (the last may be shorter)
+        crossfade=Crossfade("hamming", int(len(up.speech_window))),
+        # The hop restarts per request; upstream keeps the grown hop across requests (its PR #1849).
+        hop_growth="per_request",
+        sample_rate=int(model.sample_rate),
+    )

@@ -1,0 +1,104 @@
+"""Steps 2-4 of a graph's export: graph == spec, ONNX Runtime vs the upstream outputs, onnxsim if still passing.
+
+Each output of each case gets one verdict line from the one comparator (specs/compare.py); any failure
+raises, and the pack writer then removes everything (atomic pack writes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from specs.compare import Comparison, Report
+from specs.errors import ToolError
+from specs.io_spec import GraphSpec
+from backends.ort import check_onnx_file
+
+ONNX_DTYPES = {"float32": 1, "int32": 6, "int64": 7, "bool": 9, "float16": 10}
+
+
+@dataclass
+class GraphResult:
+    name: str
+    comparisons: list[Comparison] = field(default_factory=list)
+    simplified: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {
+            "simplified": self.simplified,
+            "export_seconds": round(self.seconds, 1),
+            "max_abs": {c.label.split("/", 1)[1]: c.max_abs for c in self.comparisons},
+            "passed": all(c.passed for c in self.comparisons),
+        }
+
+
+def check_graph_matches_spec(model_proto, spec: GraphSpec, where: str) -> None:
+    """Optimum-style check after export: exact names and order, dtypes, ranks, fixed dims, dim names."""
+    def describe(vi):
+        tt = vi.type.tensor_type
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in tt.shape.dim]
+        return vi.name, tt.elem_type, dims
+
+    for kind, got, want in (("inputs", model_proto.graph.input, spec.inputs),
+                            ("outputs", model_proto.graph.output, spec.outputs)):
+        got = [describe(v) for v in got]
+        if [g[0] for g in got] != [t.name for t in want]:
+            raise ToolError(where, f"graph {kind} {[g[0] for g in got]} differ from the spec {[t.name for t in want]}")
+        for (name, etype, dims), t in zip(got, want):
+            if etype != ONNX_DTYPES[t.dtype]:
+                raise ToolError(where, f"graph tensor {name!r} has ONNX elem type {etype}", f"{t.dtype}")
+            if len(dims) != len(t.shape):
+                raise ToolError(where, f"graph tensor {name!r} has rank {len(dims)}", f"shape {t.shape}")
+            for axis, (g, w) in enumerate(zip(dims, t.shape)):
+                if isinstance(w, int) and g != w:
+                    raise ToolError(where, f"graph tensor {name!r} axis {axis} is {g!r}", f"fixed {w}")
+                if isinstance(w, str) and g != w:
+                    raise ToolError(where, f"graph tensor {name!r} axis {axis} is {g!r}", f"dynamic dim {w!r}")
+
+
+def ort_check(path: Path, spec: GraphSpec, cases: dict, label: str) -> list[Comparison]:
+    return check_onnx_file(path, spec, cases, label=label)
+
+
+def try_simplify(path: Path, spec: GraphSpec, cases: dict, label: str, log) -> tuple[bool, list[Comparison]]:
+    """Replace the graph with onnxsim's result only if it still passes every case."""
+    import onnx
+    import onnxsim
+
+    proto = onnx.load(str(path))
+    try:
+        simplified, ok = onnxsim.simplify(proto)
+    except Exception as e:  # onnxsim fails on some ops/shapes: keep the original graph
+        log(f"  onnxsim failed ({type(e).__name__}: {str(e)[:100]}); keeping the unsimplified graph")
+        return False, []
+    if not ok:
+        log("  onnxsim's own check failed; keeping the unsimplified graph")
+        return False, []
+    check_graph_matches_spec(simplified, spec, f"{label} (simplified)")
+    tmp = path.with_suffix(".sim.onnx")
+    onnx.save_model(simplified, str(tmp))
+    results = ort_check(tmp, spec, cases, label)
+    if all(c.passed for c in results):
+        tmp.replace(path)
+        return True, results
+    tmp.unlink()
+    log("  onnxsim changed the outputs beyond tolerance; keeping the unsimplified graph")
+    return False, []
+
+
+def judge(path: Path, spec: GraphSpec, cases: dict, label: str, log) -> list[Comparison]:
+    """ONNX Runtime on every case under the spec's tolerances; one line per output; raise on any failure."""
+    results = ort_check(path, spec, cases, label)
+    for c in results:
+        log("  " + c.line())
+    if not all(c.passed for c in results):
+        _fail(label, results)
+    return results
+
+
+def _fail(name: str, results: list[Comparison]) -> None:
+    report = Report(name, results)
+    worst = [c for c in results if not c.passed]
+    raise ToolError(name, f"ONNX Runtime output differs from the upstream PyTorch module "
+                    f"({len(worst)}/{len(results)} outputs failed; first: {worst[0].line()})",
+                    "no pack was written; see the lines above: " + report.summary())

@@ -1,0 +1,85 @@
+"""Bundle -> pack: build the upstream modules, export every graph, write the manifest, commit atomically."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from specs.pack import PackWriter, file_record
+from exporters.graphs import resolve
+from exporters.model.bundle import QWEN_DIR, Bundle
+from exporters.model.facts import chunk_policy, model_config
+from exporters.pipeline.graph import ExportOptions, GraphResult, export_graph
+
+# Frontend files the runtime needs, copied from the bundle into PACK/frontend/.
+FRONTEND_FILES = {
+    "campplus": ("campplus.onnx", "speaker embedding model (kaldi fbank 80 @ 16 kHz -> 192-dim x-vector)"),
+    "speech_tokenizer": ("speech_tokenizer_v2.onnx", "speech tokenizer (whisper log-mel 128 @ 16 kHz -> 25 Hz tokens)"),
+    "tokenizer_vocab": (f"{QWEN_DIR}/vocab.json", "Qwen2 BPE vocabulary"),
+    "tokenizer_merges": (f"{QWEN_DIR}/merges.txt", "Qwen2 BPE merges"),
+    "tokenizer_config": (f"{QWEN_DIR}/tokenizer_config.json", "Qwen2 tokenizer config (special tokens)"),
+}
+
+
+@dataclass
+class PackResult:
+    path: Path
+    graphs: list[GraphResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
+    out = {}
+    for key, (rel, doc) in FRONTEND_FILES.items():
+        src = bundle.root / rel
+        dst_rel = f"frontend/{Path(rel).name}"
+        dst = writer.path(dst_rel)
+        shutil.copyfile(src, dst)  # a copy, not a link: the pack must not share inodes with the bundle
+        out[key] = {"file": dst_rel, **file_record(dst), "doc": doc}
+    return out
+
+
+def export_pack(model_dir: Path, out: Path, graphs: list[str] | None, opts: ExportOptions,
+                overwrite: bool = False, verify_official: bool = False, random_init: dict | None = None,
+                log: Callable[[str], None] = print) -> PackResult:
+    import onnx
+    import onnxruntime
+    import torch
+
+    t0 = time.time()
+    bundle = Bundle.open(model_dir)
+    if verify_official:
+        checked = bundle.verify_official()
+        log(f"official size/sha256 verified: {', '.join(checked)}")
+    exporters = resolve(graphs)
+    with PackWriter(out, overwrite=overwrite) as writer:  # validates --out before the slow work
+        log(f"loading {bundle.family} bundle {bundle.root}")
+        model = bundle.build(with_llm=True)
+        policy = chunk_policy(model)
+        results: list[GraphResult] = []
+        for exp in exporters:
+            results.extend(export_graph(exp, model, policy, writer, opts))
+        manifest = {
+            "tool": {"name": "cosyvoice-pack", "version": _tool_version(), "torch": torch.__version__,
+                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
+            "model": {"family": bundle.family,
+                      "source": {"random_init": random_init, "files": bundle.hashes()},
+                      "config": model_config(model)},
+            "audio": {"sample_rate": model.sample_rate, "encoding": "pcm_s16le", "channels": 1,
+                      "chunk_policy": policy.to_dict()},
+            "frontend": _copy_frontend(bundle, writer),
+        }
+        path = writer.commit(manifest)
+    return PackResult(path, results, time.time() - t0)
+
+
+def _tool_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cosyvoice-pack")
+    except Exception:
+        return "0.0.0+local"
+

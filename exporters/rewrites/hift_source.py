@@ -1,0 +1,83 @@
+"""HiFT's harmonic-plus-noise source (CosyVoice2 `SineGen2` + `SourceModuleHnNSF`) with the noise as an input.
+
+Upstream draws `randn_like` noise and a `rand` initial phase inside `SineGen2.forward`; a graph cannot
+carry either, so this module takes the standard-normal noise as a tensor and drops the initial phase
+(it only touches the call's first sample, which the 1/upsample linear downsample never reads: proven
+by tests/test_hift_random_phase.py). It re-derives upstream's float32 arithmetic in the same order:
+
+1. per-frame phase increments `rad = (f0 * h / sample_rate) mod 1`, h = 1..harmonics: upstream builds
+   these at the sample rate from the nearest-upsampled F0 and linearly downsamples by 1/upsample, which
+   (weights 0.5 / 0.5 on two equal neighbours) returns exactly the per-frame value;
+2. `phase = cumsum(rad over frames) * 2 * pi`, then `* upsample` and a linear upsample by `upsample`
+   (align_corners=False, source index clamped at 0, last frame repeated), written with explicit
+   gathers so the interpolation weights are computed as torch computes them (`(j + 0.5) * (1/up) - 0.5`)
+   rather than by ONNX Resize's `(j + 0.5) / up - 0.5`. The phase reaches ~1e4 rad, where one float32
+   ulp is ~1e-3 rad, so the cumsum and the interpolation are rounded exactly as torch rounds them
+   (exporters/rewrites/exact_float.py): then the graph's source equals upstream's to float32 rounding of sin;
+3. `sines = sin(phase) * sine_amp`; `uv = f0 > voiced_threshold` per sample;
+   `noise = (uv * noise_std + (1 - uv) * sine_amp / 3) * noise_in`; `sines * uv + noise`;
+4. upstream's own `l_linear` + `l_tanh` merge the harmonics into one source signal.
+
+Every constant comes from the upstream modules (`m_source.l_sin_gen`, `f0_upsamp`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from exporters.rewrites.exact_float import exact_cumsum, fma
+
+
+class NoiseDrivenSource(torch.nn.Module):
+    """f0 (1, frames) + noise (1, samples, harmonics) -> source (1, 1, samples), samples = upsample * frames."""
+
+    def __init__(self, m_source, upsample: int):
+        super().__init__()
+        gen = m_source.l_sin_gen
+        if getattr(gen, "causal", False) or getattr(gen, "flag_for_pulse", False) or not hasattr(gen, "upsample_scale"):
+            raise NotImplementedError("only the non-causal SineGen2 of CosyVoice2 is supported, "
+                                      f"got {type(gen).__name__}")
+        if int(gen.upsample_scale) != int(upsample):
+            raise ValueError(f"SineGen2 upsample_scale {gen.upsample_scale} != f0 upsample {upsample}")
+        self.upsample = int(upsample)
+        self.harmonics = int(gen.harmonic_num) + 1
+        self.sample_rate = float(gen.sampling_rate)
+        self.sine_amp = float(gen.sine_amp)
+        self.noise_std = float(gen.noise_std)
+        self.voiced_threshold = float(gen.voiced_threshold)
+        self.merge = m_source.l_linear  # upstream Linear(harmonics -> 1)
+        self.squash = m_source.l_tanh
+        self.register_buffer("multiples", torch.arange(1, self.harmonics + 1, dtype=torch.float32), persistent=False)
+
+    def upsample_linear(self, x: torch.Tensor, gain: float) -> torch.Tensor:
+        """(1, frames, H) -> (1, frames * upsample, H): torch's linear interpolate of `x * gain`
+        (align_corners=False, source index clamped at 0, last frame repeated), rounded as its
+        FMA-contracted CPU kernel rounds.
+
+        `gain` is applied after the gathers (selection commutes with it, bit for bit): right after
+        `cumsum * 2 * pi` a Mul would be folded by onnxsim into one Mul by 2*pi*gain, which rounds once
+        where upstream rounds twice."""
+        frames = x.shape[1]
+        j = torch.arange(frames * self.upsample, device=x.device).to(torch.float32)
+        inv = torch.tensor(1.0 / self.upsample, dtype=torch.float32)
+        src = torch.clamp(fma(j + 0.5, inv, torch.tensor(-0.5)), min=0.0)
+        lower = torch.floor(src)
+        lam = (src - lower).unsqueeze(-1)
+        i0 = lower.to(torch.int64)
+        i1 = torch.minimum(i0 + 1, torch.full_like(i0, 1) * (frames - 1))
+        return fma(1.0 - lam, x[:, i0] * gain, lam * (x[:, i1] * gain))
+
+    def forward(self, f0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        frames = f0.shape[1]
+        fn = f0.unsqueeze(-1) * self.multiples  # (1, frames, H)
+        rad = torch.remainder(fn / self.sample_rate, 1.0)
+        phase = exact_cumsum(rad, dim=1) * 2 * math.pi  # x2 is exact: folding it into 2*pi is harmless
+        phase = self.upsample_linear(phase, gain=self.upsample)  # upstream: interpolate(phase * upsample)
+        sines = (torch.sin(phase) * self.sine_amp).reshape(1, frames, self.upsample, self.harmonics)
+        # uv and the noise amplitude are constant within a frame (upstream: nearest-upsampled F0).
+        uv = (f0 > self.voiced_threshold).to(torch.float32).reshape(1, frames, 1, 1)
+        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
+        excitation = sines * uv + noise_amp * noise.reshape(1, frames, self.upsample, self.harmonics)
+        excitation = excitation.reshape(1, frames * self.upsample, self.harmonics)
+        return self.squash(self.merge(excitation)).transpose(1, 2)
