@@ -2,8 +2,9 @@
 PY := .venv/bin/python
 BIN := .venv/bin
 OUT := build
+LOCK := flock /tmp/fullsize.lock
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo lint test test-fast bench clean
 
 setup: .venv/.setup-done
 .venv/.setup-done: pyproject.toml ci/setup.sh
@@ -16,8 +17,28 @@ demo: setup
 	$(BIN)/tts-validate $(OUT)/tiny-pack --golden golden/tiny
 	$(BIN)/tts-run --pack $(OUT)/tiny-pack --text "Hello from the tiny CosyVoice pack." --out $(OUT)/demo.wav
 
-test: setup
+# ruff (lint + format check) on everything, mypy on specs/, backends/ and runtime/ (pyproject.toml).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check specs backends runtime trt conformance
+	$(BIN)/mypy
+
+# What CI runs after lint: the whole suite (the oracle-backed parity tests included).
+test: setup lint
 	$(PY) -m pytest -q
+
+# The suite without the upstream oracle (no torch export, no tiny pack): specs, schemas, trt planning on
+# synthetic packs, frontend, CLIs' usage errors. Under a minute.
+test-fast: setup
+	TTS_NO_ORACLE=1 $(PY) -m pytest -q
+
+# Full-size parity checks and benchmarks vs upstream PyTorch (several GB each, tens of minutes; one at a time
+# on shared machines). Ratios come from the same run; see RUNBOOK.md "Full-size checks and benchmarks".
+bench: setup
+	$(LOCK) $(PY) ci/bench_e2e.py
+	$(LOCK) $(PY) ci/bench_llm.py
+	$(LOCK) $(PY) ci/bench_flow.py
+	$(LOCK) $(PY) ci/bench_hift.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

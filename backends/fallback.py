@@ -5,25 +5,31 @@ for another GPU, TensorRT version or source graph. A call that no optimisation p
 (e.g. a zero-length cache when the plan was built with `--zero-length ort`) runs on the ONNX Runtime
 session instead.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from backends.runner import Runner
 
 
 class FallbackRunner:
     """`runner` (a PlanRunner) for every call one of its profiles takes, `fallback()` (made on first need) else."""
 
-    def __init__(self, runner, fallback: Callable[[], object]):
+    def __init__(self, runner, fallback: Callable[[], Runner]):
         self.runner = runner.__enter__()  # lives as long as the process' engine
         self.spec = runner.spec
         self._fallback_factory = fallback
-        self._fallback = None
+        self._fallback: Runner | None = None
         self.calls = {"trt": 0, "ort": 0}
 
-    def run(self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
-            check: bool = True) -> dict[str, np.ndarray]:
+    def run(
+        self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, check: bool = True
+    ) -> dict[str, np.ndarray]:
         if self.runner.profile_for(feed) is None:
             if self._fallback is None:
                 self._fallback = self._fallback_factory()

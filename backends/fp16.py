@@ -8,6 +8,7 @@ and compute to fp16, keeps the graph's I/O fp32 (so the runtime feeds the same t
 and keeps every node matched by the rules (specs/precision.py) in fp32 with casts around it; TensorRT then
 obeys those types exactly. onnx and onnxruntime are imported only here, when converting.
 """
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,9 @@ def resolve_fp32_nodes(model, keep: Fp32Keep) -> list[str]:
     for i, n in enumerate(graph.node):
         if not n.name:
             n.name = f"fp32_keep_unnamed_{i}"
-    names = {n.name for n in graph.node if n.op_type in keep.ops
-             or any(re.search(p, n.name) for p in keep.name_patterns)}
+    names = {
+        n.name for n in graph.node if n.op_type in keep.ops or any(re.search(p, n.name) for p in keep.name_patterns)
+    }
     for op, output in keep.paths:
         names |= _nodes_between(graph, op, output)
     if keep.trig_arguments:
@@ -90,20 +92,35 @@ def make_mixed_onnx(src: Path, dst: Path, keep: Fp32Keep) -> MixedOnnx:
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
         from onnxruntime.transformers.onnx_model import OnnxModel
     except ImportError as e:
-        raise ToolError("fp16", f"making the mixed-precision graph needs onnx and onnxruntime ({e})",
-                        "pip install 'onnx>=1.16' onnxruntime (both are in the export extras), or use fp32") from None
+        raise ToolError(
+            "fp16",
+            f"making the mixed-precision graph needs onnx and onnxruntime ({e})",
+            "pip install 'onnx>=1.16' onnxruntime (both are in the export extras), or use fp32",
+        ) from None
     import logging
 
     logging.getLogger("onnxruntime.transformers.float16").setLevel(logging.WARNING)  # it logs its whole block list
     model = onnx.load(str(src), load_external_data=True)
     nodes = resolve_fp32_nodes(model, keep)
-    half = OnnxModel(convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=_too_big(model),
-                                              op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep.ops),
-                                              node_block_list=nodes))
+    half = OnnxModel(
+        convert_float_to_float16(
+            model,
+            keep_io_types=True,
+            disable_shape_infer=_too_big(model),
+            op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(keep.ops),
+            node_block_list=nodes,
+        )
+    )
     half.topological_sort()  # the converter appends its input Casts at the end of the node list
     if _too_big(half.model):
-        onnx.save_model(half.model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=dst.name + ".data", size_threshold=1024)
+        onnx.save_model(
+            half.model,
+            str(dst),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=dst.name + ".data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(half.model, str(dst))
     return MixedOnnx(dst, nodes)

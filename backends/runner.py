@@ -5,9 +5,11 @@ hook: a backend that can read inputs from and write outputs into caller-owned bu
 (bind contiguous numpy arrays, then `run()`), so a hot loop allocates nothing per call; others return None
 and the caller uses `run`.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -25,7 +27,8 @@ class Binding(Protocol):
 class Runner(Protocol):
     spec: GraphSpec
 
-    def run(self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
-            check: bool = True) -> dict[str, np.ndarray]: ...
+    def run(
+        self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None, check: bool = True
+    ) -> dict[str, np.ndarray]: ...
 
     def binding(self) -> Binding | None: ...

@@ -4,6 +4,7 @@ The GPU is read through the CUDA driver library (libcuda, installed with the NVI
 so no torch or cuda-python is needed, and the device is the one TensorRT will use (CUDA device 0 after
 CUDA_VISIBLE_DEVICES). Every probe returns a reason instead of raising when something is missing.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -13,9 +14,11 @@ from dataclasses import dataclass
 
 from specs.errors import ToolError
 
-INSTALL_HINT = ("on a host with an NVIDIA GPU and driver (CUDA 13: driver >= 580), pip install "
-                "'tensorrt-cu13==11.4.0.106' 'polygraphy==0.53.6' 'onnx>=1.16' (see RUNBOOK.md, "
-                "\"TensorRT engines\"); --dry-run needs neither")
+INSTALL_HINT = (
+    "on a host with an NVIDIA GPU and driver (CUDA 13: driver >= 580), pip install "
+    "'tensorrt-cu13==11.4.0.106' 'polygraphy==0.53.6' 'onnx>=1.16' (see RUNBOOK.md, "
+    '"TensorRT engines"); --dry-run needs neither'
+)
 _CC_MAJOR, _CC_MINOR = 75, 76  # CUdevice_attribute
 
 
@@ -65,8 +68,11 @@ def probe_gpu(ordinal: int = 0) -> tuple[GpuInfo | None, str]:
     lib.cuDeviceGetAttribute(ctypes.byref(major), _CC_MAJOR, dev)
     lib.cuDeviceGetAttribute(ctypes.byref(minor), _CC_MINOR, dev)
     lib.cuDriverGetVersion(ctypes.byref(drv))
-    return GpuInfo(buf.value.decode(errors="replace"), f"{major.value}.{minor.value}",
-                   f"{drv.value // 1000}.{drv.value % 1000 // 10}"), ""
+    return GpuInfo(
+        buf.value.decode(errors="replace"),
+        f"{major.value}.{minor.value}",
+        f"{drv.value // 1000}.{drv.value % 1000 // 10}",
+    ), ""
 
 
 def tensorrt_version() -> tuple[str | None, str]:
@@ -95,6 +101,7 @@ def probe_host() -> HostInfo:
 def require_host(what: str = "building TensorRT engines") -> HostInfo:
     host = probe_host()
     if not host.can_run:
-        raise ToolError("tts-build-trt", f"{what} is not possible on this host: {'; '.join(host.problems)}",
-                        INSTALL_HINT)
+        raise ToolError(
+            "tts-build-trt", f"{what} is not possible on this host: {'; '.join(host.problems)}", INSTALL_HINT
+        )
     return host

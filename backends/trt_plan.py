@@ -7,19 +7,21 @@ the plan. `PlanRunner` wraps Polygraphy's TrtRunner: it checks each feed against
 optimisation profile whose ranges hold the call's dims, and says so when none does (the caller then
 runs that call on ONNX Runtime, e.g. zero-length calls of a `--zero-length ort` plan).
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
+from backends.trt_host import INSTALL_HINT, HostInfo, probe_host
 from specs.chunk_policy import ANY_CHUNK
 from specs.errors import ToolError
 from specs.io_spec import GraphSpec
 from specs.pack import MANIFEST, Pack, sha256_file
 from specs.plans import plan_name, rebuild_command
 from specs.schema import read_json, validate_json
-from backends.trt_host import INSTALL_HINT, HostInfo, probe_host
 
 
 def read_plan(pack: Pack, name: str) -> tuple[dict, dict]:
@@ -27,18 +29,27 @@ def read_plan(pack: Pack, name: str) -> tuple[dict, dict]:
     plans = pack.manifest.get("plans", {})
     rec = plans.get(name)
     if rec is None:
-        raise ToolError(pack.root / MANIFEST, f"pack has no plan {name!r}",
-                        f"plans in this pack: {', '.join(plans) or 'none'} (build one with tts-build-trt)")
+        raise ToolError(
+            pack.root / MANIFEST,
+            f"pack has no plan {name!r}",
+            f"plans in this pack: {', '.join(plans) or 'none'} (build one with tts-build-trt)",
+        )
     for key, sha_key, what in (("file", "sha256", "plan"), ("meta", "meta_sha256", "plan metadata")):
         path = pack.root / rec[key]
         if not path.is_file():
-            raise ToolError(path, f"{what} listed in the manifest is missing",
-                            "rebuild: " + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]))
+            raise ToolError(
+                path,
+                f"{what} listed in the manifest is missing",
+                "rebuild: " + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]),
+            )
         got = sha256_file(path)
         if got != rec[sha_key]:
-            raise ToolError(path, f"{what} has sha256 {got[:16]}…, the manifest says {rec[sha_key][:16]}…",
-                            "the file was modified after tts-build-trt; rebuild: "
-                            + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]))
+            raise ToolError(
+                path,
+                f"{what} has sha256 {got[:16]}…, the manifest says {rec[sha_key][:16]}…",
+                "the file was modified after tts-build-trt; rebuild: "
+                + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]),
+            )
     meta_path = pack.root / rec["meta"]
     meta = read_json(meta_path, "plan metadata", "the JSON tts-build-trt wrote beside the plan")
     validate_json(meta, "plan_meta", str(meta_path))
@@ -49,17 +60,23 @@ def plan_mismatches(meta: Mapping, host: HostInfo, graph_sha256: str) -> list[st
     """Every field on which the plan does not match the pack graph or this host, in words."""
     out = []
     if meta["source_onnx_sha256"] != graph_sha256:
-        out.append(f"source ONNX sha256: plan built from {meta['source_onnx_sha256'][:16]}…, the pack's graph is "
-                   f"{graph_sha256[:16]}…")
+        out.append(
+            f"source ONNX sha256: plan built from {meta['source_onnx_sha256'][:16]}…, the pack's graph is "
+            f"{graph_sha256[:16]}…"
+        )
     if meta["tensorrt_version"] != host.tensorrt_version:
-        out.append(f"TensorRT version: plan built with {meta['tensorrt_version']}, this host has "
-                   f"{host.tensorrt_version or 'none'}")
+        out.append(
+            f"TensorRT version: plan built with {meta['tensorrt_version']}, this host has "
+            f"{host.tensorrt_version or 'none'}"
+        )
     gpu = host.gpu
     if gpu is None or meta["gpu"]["name"] != gpu.name:
         out.append(f"GPU name: plan built on {meta['gpu']['name']!r}, this host has {gpu.name if gpu else 'none'!r}")
     if gpu is None or meta["gpu"]["compute_capability"] != gpu.compute_capability:
-        out.append(f"GPU compute capability: plan built for {meta['gpu']['compute_capability']}, this host has "
-                   f"{gpu.compute_capability if gpu else 'none'}")
+        out.append(
+            f"GPU compute capability: plan built for {meta['gpu']['compute_capability']}, this host has "
+            f"{gpu.compute_capability if gpu else 'none'}"
+        )
     return out
 
 
@@ -69,9 +86,12 @@ def check_plan(pack: Pack, name: str, host: HostInfo) -> tuple[dict, dict]:
     graph = pack.graph(rec["graph"])
     problems = plan_mismatches(meta, host, graph.record["sha256"])
     if problems:
-        raise ToolError(pack.root / rec["file"], "plan does not match " + "; ".join(problems),
-                        "plans are never built at run time; rebuild it on this host: "
-                        + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]))
+        raise ToolError(
+            pack.root / rec["file"],
+            "plan does not match " + "; ".join(problems),
+            "plans are never built at run time; rebuild it on this host: "
+            + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]),
+        )
     return rec, meta
 
 
@@ -98,10 +118,10 @@ class PlanRunner:
     def __init__(self, engine: bytes, meta: Mapping, spec: GraphSpec):
         self.engine_bytes, self.meta, self.spec = engine, meta, spec
         self.label = meta["plan"]
-        self._runner = None
+        self._runner: Any = None  # polygraphy TrtRunner while entered
         self._profile: int | None = None
 
-    def __enter__(self) -> "PlanRunner":
+    def __enter__(self) -> PlanRunner:
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
         self._runner = TrtRunner(EngineFromBytes(self.engine_bytes), name=self.label)
@@ -120,9 +140,11 @@ class PlanRunner:
         idx = self.profile_for(feed)
         if idx is None:
             dims = self.spec.check_feed(feed, self.label)
-            raise ToolError(self.label, f"no optimisation profile takes this call ({dims})",
-                            "run this call on ONNX Runtime; profiles: "
-                            + ", ".join(p["name"] for p in self.meta["profiles"]))
+            raise ToolError(
+                self.label,
+                f"no optimisation profile takes this call ({dims})",
+                "run this call on ONNX Runtime; profiles: " + ", ".join(p["name"] for p in self.meta["profiles"]),
+            )
         if idx != self._profile:
             self._runner.set_profile(idx)
             self._profile = idx
@@ -142,11 +164,17 @@ def open_plan(pack: Pack, graph: str, precision: str, chunk: str, host: HostInfo
     """The runtime's entry point (tts-run): a PlanRunner for a matching plan, or a ToolError saying why not."""
     name = find_plan(pack, graph, precision, chunk)
     if name is None:
-        raise ToolError(pack.root, f"pack has no {precision} plan for {graph} ({chunk})",
-                        "build it on the target GPU host: " + rebuild_command(pack.root, graph, precision, chunk))
+        raise ToolError(
+            pack.root,
+            f"pack has no {precision} plan for {graph} ({chunk})",
+            "build it on the target GPU host: " + rebuild_command(pack.root, graph, precision, chunk),
+        )
     host = host or probe_host()
     if host.tensorrt_version is None or host.gpu is None:
-        raise ToolError(pack.root / pack.manifest["plans"][name]["file"],
-                        f"cannot load TensorRT plans here: {'; '.join(host.problems)}", INSTALL_HINT)
+        raise ToolError(
+            pack.root / pack.manifest["plans"][name]["file"],
+            f"cannot load TensorRT plans here: {'; '.join(host.problems)}",
+            INSTALL_HINT,
+        )
     rec, meta = check_plan(pack, name, host)
     return PlanRunner((pack.root / rec["file"]).read_bytes(), meta, pack.graph(graph).spec())

@@ -14,6 +14,7 @@ loop polls with `time.sleep(0.1)` per iteration: that is part of its real TTFA a
 
     flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,12 @@ def worker(side: str, args) -> dict:
         load = time.perf_counter() - t_load
 
         def run(text):
-            s = TtsSession(engine, seed=args.seed, stream=True,
-                           sampler_factory=lambda i: never_stop_sampler(derive_seed(args.seed, i, 0), params, stops))
+            s = TtsSession(
+                engine,
+                seed=args.seed,
+                stream=True,
+                sampler_factory=lambda i: never_stop_sampler(derive_seed(args.seed, i, 0), params, stops),
+            )
             t0 = time.perf_counter()
             s.synthesize(text)
             first, pcm = None, []
@@ -111,9 +116,16 @@ def worker(side: str, args) -> dict:
     run("Warm up.")  # short: loads lazy parts, fills allocator pools
     ttfa, wall, pcm, tokens = run(args.text)
     np.save(args.work / f"bench_e2e_{side}.npy", pcm)
-    return {"side": side, "load_s": load, "ttfa_s": ttfa, "wall_s": wall, "audio_s": len(pcm) / 24000,
-            "rtf": wall / (len(pcm) / 24000), "speech_tokens": [int(t) for t in tokens],
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "side": side,
+        "load_s": load,
+        "ttfa_s": ttfa,
+        "wall_s": wall,
+        "audio_s": len(pcm) / 24000,
+        "rtf": wall / (len(pcm) / 24000),
+        "speech_tokens": [int(t) for t in tokens],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> int:
@@ -131,32 +143,54 @@ def main() -> int:
     import numpy as np
 
     if not (args.work / "pack" / "manifest.json").exists():
-        print(f"ERROR | {args.work / 'pack'} is missing. Note: make it with "
-              f"tts-export --model-dir {args.work}/bundle-full-{args.seed} --out {args.work}/pack")
+        print(
+            f"ERROR | {args.work / 'pack'} is missing. Note: make it with "
+            f"tts-export --model-dir {args.work}/bundle-full-{args.seed} --out {args.work}/pack"
+        )
         return 1
     res = {}
     for side in ("upstream", "runtime"):
-        cmd = [sys.executable, __file__, "--side", side, "--work", str(args.work), "--seed", str(args.seed),
-               "--threads", str(args.threads), "--text", args.text]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--work",
+            str(args.work),
+            "--seed",
+            str(args.seed),
+            "--threads",
+            str(args.threads),
+            "--text",
+            args.text,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         res[side] = json.loads(out.strip().splitlines()[-1])
-    print(f"full-size CosyVoice2, {len(res['runtime']['speech_tokens'])} speech tokens, streaming, CPU, "
-          f"{args.threads} threads: {args.text!r}")
+    print(
+        f"full-size CosyVoice2, {len(res['runtime']['speech_tokens'])} speech tokens, streaming, CPU, "
+        f"{args.threads} threads: {args.text!r}"
+    )
     print(f"{'':<10} {'load s':>8} {'TTFA s':>8} {'wall s':>8} {'audio s':>8} {'RTF':>7} {'peak RSS MB':>12}")
     for side, r in res.items():
-        print(f"{side:<10} {r['load_s']:8.2f} {r['ttfa_s']:8.2f} {r['wall_s']:8.2f} {r['audio_s']:8.2f} "
-              f"{r['rtf']:7.3f} {r['peak_rss_mb']:12.0f}")
+        print(
+            f"{side:<10} {r['load_s']:8.2f} {r['ttfa_s']:8.2f} {r['wall_s']:8.2f} {r['audio_s']:8.2f} "
+            f"{r['rtf']:7.3f} {r['peak_rss_mb']:12.0f}"
+        )
     u, o = res["upstream"], res["runtime"]
-    print(f"runtime / upstream: TTFA {o['ttfa_s'] / u['ttfa_s']:.2f}x (target <= 0.5) | RTF {o['rtf'] / u['rtf']:.2f}x "
-          f"(target <= 0.5) | peak RSS {o['peak_rss_mb'] / u['peak_rss_mb']:.2f}x")
+    print(
+        f"runtime / upstream: TTFA {o['ttfa_s'] / u['ttfa_s']:.2f}x (target <= 0.5) | RTF {o['rtf'] / u['rtf']:.2f}x "
+        f"(target <= 0.5) | peak RSS {o['peak_rss_mb'] / u['peak_rss_mb']:.2f}x"
+    )
     a = np.load(args.work / "bench_e2e_runtime.npy").astype(np.int64)
     b = np.load(args.work / "bench_e2e_upstream.npy").astype(np.int64)
     same_tokens = o["speech_tokens"] == u["speech_tokens"]
     diff = np.abs(a - b) if a.shape == b.shape else None
     verdict = same_tokens and diff is not None and diff.max() <= 20 and diff.mean() <= 2.0
-    print(f"outputs: speech tokens {'identical' if same_tokens else 'DIFFERENT'}; PCM "
-          + (f"max |diff| {diff.max()} LSB, mean {diff.mean():.2f} LSB" if diff is not None else "lengths differ")
-          + f" -> {'SAME' if verdict else 'DIFFERENT'} (bounds: tests/test_e2e_parity.py, streaming)")
+    print(
+        f"outputs: speech tokens {'identical' if same_tokens else 'DIFFERENT'}; PCM "
+        + (f"max |diff| {diff.max()} LSB, mean {diff.mean():.2f} LSB" if diff is not None else "lengths differ")
+        + f" -> {'SAME' if verdict else 'DIFFERENT'} (bounds: tests/test_e2e_parity.py, streaming)"
+    )
     return 0 if verdict else 1
 
 

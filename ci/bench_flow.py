@@ -10,6 +10,7 @@ Needs the full-size bundle and flow pack that ci/check_flow_full.py leaves in --
 
     flock /tmp/fullsize.lock .venv/bin/python ci/bench_flow.py [--work build/full] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+import full_size  # noqa: E402, F401  (sys.path + the upstream oracle, before torch)
 from full_size import DEFAULT_WORK  # noqa: E402
 
 
@@ -33,8 +34,11 @@ def interleaved(label: str, torch_fn, ort_fn, reps: int) -> None:
             out.append(time.perf_counter() - t0)
     mt, mo = statistics.median(t_torch), statistics.median(t_ort)
     pair = statistics.median(a / b for a, b in zip(t_torch, t_ort))
-    print(f"{label:<48} torch {mt * 1e3:8.1f} ms | ORT {mo * 1e3:8.1f} ms | torch/ORT {mt / mo:5.2f} "
-          f"(median of per-pair ratios {pair:5.2f}, n={reps})", flush=True)
+    print(
+        f"{label:<48} torch {mt * 1e3:8.1f} ms | ORT {mo * 1e3:8.1f} ms | torch/ORT {mt / mo:5.2f} "
+        f"(median of per-pair ratios {pair:5.2f}, n={reps})",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -50,15 +54,18 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from exporters.model.bundle import Bundle
     from exporters.graphs.flow_encoder import upstream_pre_ode
+    from exporters.model.bundle import Bundle
     from runtime.flow_stage import FlowStage
     from specs.pack import Pack
 
     logging.getLogger().setLevel(logging.WARNING)
     bundle, pack_dir = args.work / f"bundle-full-{args.seed}", args.work / "pack"
     if not (bundle.exists() and pack_dir.exists()):
-        print(f"ERROR | {args.work} has no full bundle + flow pack. Note: tts-export --random-init full --int8 --keep-bundle {args.work}/bundle-full-{args.seed} --out {args.work}/pack")
+        print(
+            f"ERROR | {args.work} has no full bundle + flow pack. Note: tts-export --random-init full --int8 "
+            f"--keep-bundle {args.work}/bundle-full-{args.seed} --out {args.work}/pack"
+        )
         return 1
     torch.set_num_threads(args.threads)
     model = Bundle.open(bundle).build(with_llm=False)
@@ -74,39 +81,56 @@ def main() -> int:
     gen = rng.integers(0, flow.vocab_size, (1, 91))
     feat = (-5.0 + 2.0 * rng.standard_normal((1, 74, 80))).astype(np.float32)
     prefix = np.concatenate([prompt, gen], axis=1)
-    interleaved("flow encoder, 125+3 tokens, streaming",
-                lambda: upstream_pre_ode(model, gen, prompt, feat, emb, True, False),
-                lambda: stage.encode(prefix, feat, emb, True, False), args.reps)
+    interleaved(
+        "flow encoder, 125+3 tokens, streaming",
+        lambda: upstream_pre_ode(model, gen, prompt, feat, emb, True, False),
+        lambda: stage.encode(prefix, feat, emb, True, False),
+        args.reps,
+    )
 
     # Estimator: one CFG batch-2 call at 100 frames (upstream's own loop feeds it these shapes).
     c = stage.encode(rng.integers(0, flow.vocab_size, (1, 50)), no_feat, emb, False, True)
     x = np.array(stage.noise[:, :, :100], np.float32)
-    feed = {"x": np.concatenate([x, x]), "mask": np.ones((2, 1, 100), np.float32),
-            "mu": np.concatenate([c.mu, 0 * c.mu]), "t": np.array([0.3, 0.3], np.float32),
-            "spks": np.concatenate([c.spks, 0 * c.spks]), "cond": np.zeros((2, 80, 100), np.float32),
-            "streaming": np.array([False])}
+    feed = {
+        "x": np.concatenate([x, x]),
+        "mask": np.ones((2, 1, 100), np.float32),
+        "mu": np.concatenate([c.mu, 0 * c.mu]),
+        "t": np.array([0.3, 0.3], np.float32),
+        "spks": np.concatenate([c.spks, 0 * c.spks]),
+        "cond": np.zeros((2, 80, 100), np.float32),
+        "streaming": np.array([False]),
+    }
     torch_feed = [torch.from_numpy(feed[k]) for k in ("x", "mask", "mu", "t", "spks", "cond")]
 
     def torch_estimator():
         with torch.inference_mode():
             flow.decoder.estimator(*torch_feed, streaming=False)
 
-    interleaved("estimator, 100 frames, CFG batch 2", torch_estimator, lambda: stage.estimator.run(feed),
-                args.reps)
+    interleaved("estimator, 100 frames, CFG batch 2", torch_estimator, lambda: stage.estimator.run(feed), args.reps)
 
     # Token -> mel: 50 tokens offline (100 frames, 10 ODE steps), as a non-stream token2wav call.
     tokens = rng.integers(0, flow.vocab_size, (1, 50))
 
     def torch_token2mel():
         t = torch.from_numpy(tokens).to(torch.int32)
-        flow.inference(token=t, token_len=torch.tensor([50], dtype=torch.int32),
-                       prompt_token=torch.zeros(1, 0, dtype=torch.int32),
-                       prompt_token_len=torch.tensor([0], dtype=torch.int32), prompt_feat=torch.from_numpy(no_feat),
-                       prompt_feat_len=torch.tensor([0], dtype=torch.int32), embedding=torch.from_numpy(emb),
-                       streaming=False, finalize=True)
+        flow.inference(
+            token=t,
+            token_len=torch.tensor([50], dtype=torch.int32),
+            prompt_token=torch.zeros(1, 0, dtype=torch.int32),
+            prompt_token_len=torch.tensor([0], dtype=torch.int32),
+            prompt_feat=torch.from_numpy(no_feat),
+            prompt_feat_len=torch.tensor([0], dtype=torch.int32),
+            embedding=torch.from_numpy(emb),
+            streaming=False,
+            finalize=True,
+        )
 
-    interleaved("token -> mel, 50 tokens (100 frames, 10 steps)", torch_token2mel,
-                lambda: stage.token2mel(tokens, no_prompt, no_feat, emb), max(3, args.reps // 2))
+    interleaved(
+        "token -> mel, 50 tokens (100 frames, 10 steps)",
+        torch_token2mel,
+        lambda: stage.token2mel(tokens, no_prompt, no_feat, emb),
+        max(3, args.reps // 2),
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ pack that ci/check_hift_full.py leaves in --work:
 
     flock /tmp/fullsize.lock .venv/bin/python ci/bench_hift.py [--work build/full] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+import full_size  # noqa: E402, F401  (sys.path + the upstream oracle, before torch)
 from full_size import DEFAULT_WORK  # noqa: E402
 
 
@@ -87,9 +88,9 @@ def main() -> int:
     import numpy as np
     import torch
 
+    from backends.ort import OrtRunner
     from exporters.model.bundle import Bundle
     from exporters.oracles.flow import upstream_flow_mel
-    from backends.ort import OrtRunner
     from runtime.vocoder import VocoderStage
     from specs.pack import Pack
 
@@ -100,32 +101,37 @@ def main() -> int:
     model = Bundle.open(bundle).build(with_llm=False)
     hift = model.hift
     mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(args.seed), n_tokens=(args.frames + 1) // 2)
-    mel = mel[:, :, :args.frames].contiguous()
+    mel = mel[:, :, : args.frames].contiguous()
     mel_np = mel.numpy()
 
     entry = pack.graph("hift")
     session = OrtRunner(entry.onnx_path, entry.spec(), threads=args.threads)
     stage = VocoderStage(session, pack.chunk_policy, seed=args.seed)
     facts = entry.spec().facts
-    feed = {"mel": mel_np, "cache_source": np.zeros((1, 1, 0), np.float32),
-            "noise": stage.noise(0, args.frames)}
-    fns = {"upstream torch": lambda: hift.inference(speech_feat=mel),
-           "ORT graph": lambda: session.run(feed),
-           "ORT runtime (noise+graph+PCM)": lambda: stage.push(mel_np, final=True)}
+    feed = {"mel": mel_np, "cache_source": np.zeros((1, 1, 0), np.float32), "noise": stage.noise(0, args.frames)}
+    fns = {
+        "upstream torch": lambda: hift.inference(speech_feat=mel),
+        "ORT graph": lambda: session.run(feed),
+        "ORT runtime (noise+graph+PCM)": lambda: stage.push(mel_np, final=True),
+    }
     load_before = os.getloadavg()[0]
     res = interleaved(fns, args.reps, args.gap)
     load_after = os.getloadavg()[0]
     audio_s = args.frames * facts["samples_per_mel_frame"] / facts["sample_rate"]
-    print(f"HiFT full size, {args.frames} mel frames ({audio_s:.2f} s of audio), {args.threads} threads, "
-          f"median of {args.reps} interleaved runs; 1-min load average {load_before:.2f} -> {load_after:.2f} "
-          f"on {os.cpu_count()} CPUs (other jobs contending for the cores slow torch's OpenMP far more than ORT)")
+    print(
+        f"HiFT full size, {args.frames} mel frames ({audio_s:.2f} s of audio), {args.threads} threads, "
+        f"median of {args.reps} interleaved runs; 1-min load average {load_before:.2f} -> {load_after:.2f} "
+        f"on {os.cpu_count()} CPUs (other jobs contending for the cores slow torch's OpenMP far more than ORT)"
+    )
     wall_t, cpu_t = res["upstream torch"]
     for name, (wall, cpu) in res.items():
         ratio = statistics.median(wall_t) / statistics.median(wall)
         pair = statistics.median(a / b for a, b in zip(wall_t, wall))
         cpu_ratio = statistics.median(cpu_t) / statistics.median(cpu)
-        print(f"  {name:<31} {statistics.median(wall) * 1e3:8.1f} ms (cpu {statistics.median(cpu) * 1e3:7.1f} ms)"
-              f" | torch/this {ratio:5.2f} (per-pair median {pair:5.2f}, cpu {cpu_ratio:5.2f})")
+        print(
+            f"  {name:<31} {statistics.median(wall) * 1e3:8.1f} ms (cpu {statistics.median(cpu) * 1e3:7.1f} ms)"
+            f" | torch/this {ratio:5.2f} (per-pair median {pair:5.2f}, cpu {cpu_ratio:5.2f})"
+        )
     if args.profile:
         print("ORT time per op type (ms per call):")
         for op, ms in op_profile(entry.onnx_path, feed, args.threads)[:12]:

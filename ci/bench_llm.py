@@ -15,6 +15,7 @@ Needs the full-size bundle and pack that ci/check_llm_full.py leaves in --work:
 
     flock /tmp/fullsize.lock .venv/bin/python ci/bench_llm.py [--work build/full] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+import full_size  # noqa: E402, F401  (sys.path + the upstream oracle, before torch)
 from full_size import DEFAULT_WORK  # noqa: E402
 
 
@@ -65,7 +66,10 @@ def main() -> int:
     logging.getLogger().setLevel(logging.WARNING)
     bundle, pack_dir = args.work / f"bundle-full-{args.seed}", args.work / "pack"
     if not (bundle.exists() and (pack_dir / "llm.int8.onnx").exists()):
-        print(f"ERROR | {args.work} has no full bundle + llm pack with llm.int8. Note: tts-export --random-init full --int8 --keep-bundle {args.work}/bundle-full-{args.seed} --out {args.work}/pack")
+        print(
+            f"ERROR | {args.work} has no full bundle + llm pack with llm.int8. Note: tts-export --random-init full "
+            f"--int8 --keep-bundle {args.work}/bundle-full-{args.seed} --out {args.work}/pack"
+        )
         return 1
     torch.set_num_threads(args.threads)
     llm = Bundle.open(bundle).build().llm
@@ -84,9 +88,11 @@ def main() -> int:
     # ---- prefill ---------------------------------------------------------------------------------------------
     x = sequence(args.prefill)
     xn = x.numpy()
-    sides = {"torch": lambda: upstream_step(llm, x, None),
-             "ORT fp32": lambda: BoundStepper(fp32, xn.shape[1])(xn),
-             "ORT int8": lambda: BoundStepper(int8, xn.shape[1])(xn)}
+    sides = {
+        "torch": lambda: upstream_step(llm, x, None),
+        "ORT fp32": lambda: BoundStepper(fp32, xn.shape[1])(xn),
+        "ORT int8": lambda: BoundStepper(int8, xn.shape[1])(xn),
+    }
     times = {k: [] for k in sides}
     for fn in sides.values():
         fn()
@@ -102,18 +108,21 @@ def main() -> int:
     for depth in (int(d) for d in args.depths.split(",")):
         x = sequence(depth)
         _, cache = upstream_step(llm, x, None)
-        steppers = {"ORT fp32": BoundStepper(fp32, depth + budget), "ORT int8": BoundStepper(int8, depth + budget),
-                    "ORT fp32 plain run": PlainStepper(fp32)}
+        steppers = {
+            "ORT fp32": BoundStepper(fp32, depth + budget),
+            "ORT int8": BoundStepper(int8, depth + budget),
+            "ORT fp32 plain run": PlainStepper(fp32),
+        }
         for s in steppers.values():
             s(x.numpy())
         state = {"torch": cache, **{k: 0 for k in steppers}}
         pos = {k: 0 for k in state}
 
-        def torch_step():
+        def torch_step(state=state, pos=pos):
             _, state["torch"] = upstream_step(llm, rows[pos["torch"]], state["torch"])
             pos["torch"] += 1
 
-        def ort_step(k):
+        def ort_step(k, steppers=steppers, pos=pos):
             steppers[k](rows[pos[k]].numpy())
             pos[k] += 1
 
@@ -146,10 +155,13 @@ def main() -> int:
         free_run.append(int(np.argmax(logits[0, :speech_size])))
         logits = free(int8.speech_embedding[free_run[-1]][None, None])
     first = next((i for i, (p, q) in enumerate(zip(ref, free_run)) if p != q), n)
-    print(f"int8 vs fp32 over {n} greedy steps: teacher-forced top-1 agreement {agree}/{n} "
-          f"({100 * agree / n:.1f} %), logits max-abs error median {np.median(errs):.3f} max {max(errs):.3f}; "
-          f"free-running: identical for the first {first} tokens, {sum(p == q for p, q in zip(ref, free_run))}/{n} "
-          f"positions equal", flush=True)
+    print(
+        f"int8 vs fp32 over {n} greedy steps: teacher-forced top-1 agreement {agree}/{n} "
+        f"({100 * agree / n:.1f} %), logits max-abs error median {np.median(errs):.3f} max {max(errs):.3f}; "
+        f"free-running: identical for the first {first} tokens, {sum(p == q for p, q in zip(ref, free_run))}/{n} "
+        f"positions equal",
+        flush=True,
+    )
     kv_mb = sum(arr.nbytes for bank in a.banks for arr in bank) / 1e6
     print(f"IO-bound cache: {kv_mb:.1f} MB in two banks for {x.shape[1] + n} positions, allocated once")
     return 0

@@ -11,6 +11,7 @@ machine run it under the full-size lock:
 
 The bundle (~2.6 GB) is kept in --work and reused by later runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+import full_size  # noqa: E402, F401  (sys.path + the upstream oracle, before torch)
 from full_size import DEFAULT_WORK, full_bundle  # noqa: E402
 
 GRAPHS = ["flow.encoder", "flow.decoder.estimator"]
-
 
 
 def main() -> int:
@@ -38,8 +38,8 @@ def main() -> int:
     import numpy as np
 
     from exporters.model.bundle import Bundle
-    from exporters.pipeline.graph import ExportOptions
     from exporters.oracles.flow import TOKEN2MEL_TOLERANCE, upstream_token2mel
+    from exporters.pipeline.graph import ExportOptions
     from exporters.pipeline.pack import export_pack
     from runtime.flow_stage import FlowStage
     from specs.compare import Report, compare
@@ -50,8 +50,14 @@ def main() -> int:
     bundle = full_bundle(args.work, args.seed)
     pack_dir = args.work / "flow-pack"
     t0 = time.time()
-    export_pack(bundle, pack_dir, GRAPHS, ExportOptions(seed=args.seed), overwrite=True,
-                random_init={"size": "full", "seed": args.seed})
+    export_pack(
+        bundle,
+        pack_dir,
+        GRAPHS,
+        ExportOptions(seed=args.seed),
+        overwrite=True,
+        random_init={"size": "full", "seed": args.seed},
+    )
     print(f"exported {', '.join(GRAPHS)} in {time.time() - t0:.0f} s", flush=True)
 
     pack = Pack.open(pack_dir)
@@ -75,12 +81,16 @@ def main() -> int:
             print(f"FAILED | call schedule {got_calls} differs from upstream's {want_calls}")
             return 1
         for call, want in zip(plan, ref):
-            mel = stage.token2mel(gen[:, :call.end], prompt, feat, emb, call.token_offset, call.streaming,
-                                  call.finalize)
+            mel = stage.token2mel(
+                gen[:, : call.end], prompt, feat, emb, call.token_offset, call.streaming, call.finalize
+            )
             mode = "stream" if stream else "offline"
             label = f"token2mel/{mode}/tokens[{call.token_offset}:{call.end}]"
-            print(report.add(compare(mel, want.mel, TOKEN2MEL_TOLERANCE, label)).line()
-                  + f" | |mel|max={np.abs(want.mel).max():.2f}", flush=True)
+            print(
+                report.add(compare(mel, want.mel, TOKEN2MEL_TOLERANCE, label)).line()
+                + f" | |mel|max={np.abs(want.mel).max():.2f}",
+                flush=True,
+            )
     print(report.summary())
     return 0 if report.passed else 1
 

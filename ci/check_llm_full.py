@@ -14,6 +14,7 @@ Exits 1 if anything fails. Uses ~9 GiB of RAM; on a shared machine run it under 
 
 The bundle (~2.6 GB) and the pack (~2.5 GB) are kept in --work and reused by ci/bench_llm.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import full_size  # noqa: E402  (sys.path + the upstream oracle, before torch)
+import full_size  # noqa: E402, F401  (sys.path + the upstream oracle, before torch)
 from full_size import DEFAULT_WORK, full_bundle  # noqa: E402
-
 
 
 def check(ok: bool, line: str, failures: list) -> None:
@@ -47,8 +47,8 @@ def main() -> int:
     import numpy as np
 
     from exporters.model.bundle import Bundle
-    from exporters.pipeline.graph import ExportOptions
     from exporters.oracles.llm import upstream_decode
+    from exporters.pipeline.graph import ExportOptions
     from exporters.pipeline.pack import export_pack
     from runtime.llm_stage import LLMStage
     from runtime.sampling import RasSampler, greedy
@@ -61,13 +61,23 @@ def main() -> int:
     failures: list[str] = []
     if not (args.reuse_pack and pack_dir.exists()):
         t0 = time.time()
-        result = export_pack(bundle, pack_dir, ["llm"], ExportOptions(seed=args.seed, int8=True), overwrite=True,
-                             random_init={"size": "full", "seed": args.seed})
+        result = export_pack(
+            bundle,
+            pack_dir,
+            ["llm"],
+            ExportOptions(seed=args.seed, int8=True),
+            overwrite=True,
+            random_init={"size": "full", "seed": args.seed},
+        )
         print(f"exported llm + llm.int8 in {time.time() - t0:.0f} s", flush=True)
         for g in result.graphs:
             worst = max(g.comparisons, key=lambda c: c.max_abs / max(c.atol, 1e-30))
-            check(all(c.passed for c in g.comparisons), f"{g.name}: {len(g.comparisons)} outputs vs upstream, "
-                  f"tightest {worst.label} max_abs {worst.max_abs:.2e} (atol {worst.atol:g})", failures)
+            check(
+                all(c.passed for c in g.comparisons),
+                f"{g.name}: {len(g.comparisons)} outputs vs upstream, "
+                f"tightest {worst.label} max_abs {worst.max_abs:.2e} (atol {worst.atol:g})",
+                failures,
+            )
         del result
         gc.collect()
 
@@ -75,12 +85,18 @@ def main() -> int:
     rec = pack.manifest["graphs"]["llm"]
     ext = rec.get("external_data", [])
     onnx_size = (pack_dir / rec["file"]).stat().st_size
-    check(len(ext) == 1 and ext[0]["file"] == "llm.onnx.data" and ext[0]["size"] > 1_000_000_000,
-          f"external data {[(e['file'], e['size']) for e in ext]} beside a {onnx_size / 1e6:.1f} MB llm.onnx", failures)
+    check(
+        len(ext) == 1 and ext[0]["file"] == "llm.onnx.data" and ext[0]["size"] > 1_000_000_000,
+        f"external data {[(e['file'], e['size']) for e in ext]} beside a {onnx_size / 1e6:.1f} MB llm.onnx",
+        failures,
+    )
     t0 = time.time()
     pack.verify(only={"llm", "llm.int8"})
-    check(True, f"sha256 of llm.onnx, llm.onnx.data, llm.int8.onnx and their specs/vectors ({time.time() - t0:.0f} s)",
-          failures)
+    check(
+        True,
+        f"sha256 of llm.onnx, llm.onnx.data, llm.int8.onnx and their specs/vectors ({time.time() - t0:.0f} s)",
+        failures,
+    )
 
     model = Bundle.open(bundle).build()
     stage = LLMStage(pack)
@@ -95,15 +111,29 @@ def main() -> int:
     ours = list(itertools.islice(stage.generate(text, prompt_text, prompt_speech, sampler=greedy), n))
     t_ours = time.time() - t0
     first = next((i for i, (a, b) in enumerate(zip(ours, ref)) if a != b), None)
-    check(ours == ref and len(ref) == n, f"greedy {n} tokens: ORT == upstream PyTorch (first difference at "
-          f"{first}); {t_ref:.1f} s torch, {t_ours:.1f} s ORT incl. prefill", failures)
+    check(
+        ours == ref and len(ref) == n,
+        f"greedy {n} tokens: ORT == upstream PyTorch (first difference at "
+        f"{first}); {t_ref:.1f} s torch, {t_ours:.1f} s ORT incl. prefill",
+        failures,
+    )
     for seed in (args.seed, args.seed + 1):
-        ref = list(itertools.islice(upstream_decode(model.llm, text, prompt_text, prompt_speech,
-                                                    sampler=RasSampler(seed, stage.params)), n))
-        ours = list(itertools.islice(stage.generate(text, prompt_text, prompt_speech,
-                                                    sampler=RasSampler(seed, stage.params)), n))
-        check(ours == ref and len(ref) == n, f"ras_sampling seed {seed}, {n} tokens: ORT == upstream with the "
-              f"same sampler ({len(set(ours))} distinct tokens)", failures)
+        ref = list(
+            itertools.islice(
+                upstream_decode(model.llm, text, prompt_text, prompt_speech, sampler=RasSampler(seed, stage.params)), n
+            )
+        )
+        ours = list(
+            itertools.islice(
+                stage.generate(text, prompt_text, prompt_speech, sampler=RasSampler(seed, stage.params)), n
+            )
+        )
+        check(
+            ours == ref and len(ref) == n,
+            f"ras_sampling seed {seed}, {n} tokens: ORT == upstream with the "
+            f"same sampler ({len(set(ours))} distinct tokens)",
+            failures,
+        )
     print(("PASSED" if not failures else f"FAILED ({len(failures)})") + " | ci/check_llm_full.py")
     return 0 if not failures else 1
 

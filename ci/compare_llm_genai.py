@@ -19,6 +19,7 @@ GenAI graph in a throwaway venv layered on the project's packages (nothing is in
     flock /tmp/fullsize.lock .venv/bin/python ci/compare_llm_genai.py --pack build/llm-full/llm-pack \\
         --genai GENAI --llm-pt build/llm-full/bundle-full-0/llm.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,11 @@ def main() -> int:
     args = ap.parse_args()
 
     import numpy as np
+    import onnxruntime as ort
     import torch
 
     from backends.ort import session_options
     from specs.pack import load_vectors
-    import onnxruntime as ort
 
     vectors = load_vectors(args.pack / "llm.vectors.npz")
     sd = torch.load(args.llm_pt, map_location="cpu", weights_only=True)
@@ -69,10 +70,13 @@ def main() -> int:
     template = vectors["deep_decode"][0]
 
     def feed(past: int, seq: int) -> dict:
-        f = {"inputs_embeds": (rng.standard_normal((1, seq, template["inputs_embeds"].shape[2])) * 0.05).astype(
-                 np.float32),
-             "attention_mask": np.ones((1, past + seq), np.int64),
-             "position_ids": np.arange(past, past + seq, dtype=np.int64)[None]}
+        f = {
+            "inputs_embeds": (rng.standard_normal((1, seq, template["inputs_embeds"].shape[2])) * 0.05).astype(
+                np.float32
+            ),
+            "attention_mask": np.ones((1, past + seq), np.int64),
+            "position_ids": np.arange(past, past + seq, dtype=np.int64)[None],
+        }
         for k, v in template.items():
             if k.startswith("past_key_values."):
                 f[k] = rng.standard_normal((1, v.shape[1], past, v.shape[3])).astype(np.float32)
@@ -84,14 +88,16 @@ def main() -> int:
         for fn in runs.values():
             fn(f)
         for r in range(args.reps):
-            for k in (("ours", "genai") if r % 2 == 0 else ("genai", "ours")):
+            for k in ("ours", "genai") if r % 2 == 0 else ("genai", "ours"):
                 for _ in range(inner):
                     t0 = time.perf_counter()
                     runs[k](f)
                     times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-        print(f"{label:<24} ours {med['ours']:7.1f} ms | genai (no head) {med['genai']:7.1f} ms | "
-              f"genai/ours {med['genai'] / med['ours']:.2f}")
+        print(
+            f"{label:<24} ours {med['ours']:7.1f} ms | genai (no head) {med['genai']:7.1f} ms | "
+            f"genai/ours {med['genai'] / med['ours']:.2f}"
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ full-size random-init bundle that every check and benchmark reuses (~2.6 GB, mad
     import full_size  # from a script in ci/: sets sys.path and imports the oracle
     bundle = full_size.full_bundle(work, seed)
 """
+
 from __future__ import annotations
 
 import sys

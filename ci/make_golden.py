@@ -10,6 +10,7 @@ Run after a deliberate change of a graph's I/O, its test cases, or the runtime's
 
     .venv/bin/python ci/make_golden.py            # writes golden/tiny/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ if (SHARED / "oracle" / "oracle_env.py").exists():
     import oracle_env  # noqa: F401,E402  (before torch)
 
 
-GOLDEN_TEXT = ("Golden run of the tiny CosyVoice2 pack. The random weights say nothing, but they say it the "
-               "same way every time.")
+GOLDEN_TEXT = (
+    "Golden run of the tiny CosyVoice2 pack. The random weights say nothing, but they say it the same way every time."
+)
 
 
 def cpu_isa() -> str:
@@ -55,10 +57,16 @@ def run_stats(pack_dir: Path, text: str = GOLDEN_TEXT, seed: int = 0) -> dict:
     chunks = list(s.chunks())
     pcm = np.frombuffer(b"".join(c.pcm for c in chunks), "<i2").astype(np.float64) / 32768.0
     return {
-        "text": text, "seed": seed, "stream": True, "cpu_isa": cpu_isa(),
+        "text": text,
+        "seed": seed,
+        "stream": True,
+        "cpu_isa": cpu_isa(),
         "speech_tokens": s.speech_tokens,
-        "chunks": len(chunks), "total_samples": int(pcm.size), "flow_calls": s.flow_calls,
-        "rms": float(np.sqrt(np.mean(pcm ** 2))), "peak": float(np.abs(pcm).max()),
+        "chunks": len(chunks),
+        "total_samples": int(pcm.size),
+        "flow_calls": s.flow_calls,
+        "rms": float(np.sqrt(np.mean(pcm**2))),
+        "peak": float(np.abs(pcm).max()),
         "silence_ratio": float(np.mean(np.abs(pcm) < 1e-3)),
         "chunk_sha256": [c.sha256 for c in chunks],
     }
@@ -80,8 +88,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_random_bundle(Path(tmp) / "bundle", "tiny", args.seed)
         pack_dir = Path(tmp) / "pack"
-        export_pack(bundle, pack_dir, None, ExportOptions(seed=args.seed),
-                    random_init={"size": "tiny", "seed": args.seed})
+        export_pack(
+            bundle, pack_dir, None, ExportOptions(seed=args.seed), random_init={"size": "tiny", "seed": args.seed}
+        )
         pack = Pack.open(pack_dir)
         if args.out.exists():
             shutil.rmtree(args.out)
@@ -95,15 +104,22 @@ def main() -> None:
                 shutil.copyfile(src, args.out / src.name)
                 files[src.name] = sha256_file(args.out / src.name)
         (args.out / "run.json").write_text(json.dumps(run_stats(pack_dir, seed=args.seed), indent=1) + "\n")
-        (args.out / "golden.json").write_text(json.dumps({
-            "what": "golden test vectors of the tiny random-init CosyVoice2 bundle; expected outputs computed by "
+        (args.out / "golden.json").write_text(
+            json.dumps(
+                {
+                    "what": "golden test vectors of the tiny random-init CosyVoice2 bundle; expected outputs computed "
+                    "by "
                     "the upstream PyTorch modules (FunAudioLLM/CosyVoice @ ace7c47 via ../shared/oracle)",
-            "bundle": {"random_init": "tiny", "seed": args.seed},
-            "vector_seed": args.seed,
-            "torch": torch.__version__,
-            "made_by": "ci/make_golden.py",
-            "files": files,
-        }, indent=2) + "\n")
+                    "bundle": {"random_init": "tiny", "seed": args.seed},
+                    "vector_seed": args.seed,
+                    "torch": torch.__version__,
+                    "made_by": "ci/make_golden.py",
+                    "files": files,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     total = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"wrote {len(files)} files to {args.out} ({total / 1e6:.2f} MB)")
 

@@ -1,9 +1,9 @@
 """`tts-validate`: re-run every graph's test vectors on ONNX Runtime and judge them; non-zero exit on failure."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -16,14 +16,19 @@ app = new_app()
 @app.command()
 def validate(
     pack: Path = typer.Argument(..., help="Pack directory written by tts-export."),
-    golden: Optional[Path] = typer.Option(None, "--golden", help="Directory of committed golden vectors "
-                                          "(NAME.vectors.npz per graph, e.g. golden/tiny): each graph must also "
-                                          "reproduce them."),
-    graphs: Optional[List[str]] = typer.Option(None, "--graphs", "-g", help="Validate only these graphs."),
+    golden: Path | None = typer.Option(
+        None,
+        "--golden",
+        help="Directory of committed golden vectors "
+        "(NAME.vectors.npz per graph, e.g. golden/tiny): each graph must also "
+        "reproduce them.",
+    ),
+    graphs: list[str] | None = typer.Option(None, "--graphs", "-g", help="Validate only these graphs."),
     device: str = typer.Option("cpu", "--device", help="ONNX Runtime device: cpu or cuda."),
-    verify_hashes: bool = typer.Option(True, "--verify-hashes/--no-verify-hashes",
-                                       help="Check every file's sha256 against the manifest first."),
-    report_json: Optional[Path] = typer.Option(None, "--report-json", help="Also write the report as JSON."),
+    verify_hashes: bool = typer.Option(
+        True, "--verify-hashes/--no-verify-hashes", help="Check every file's sha256 against the manifest first."
+    ),
+    report_json: Path | None = typer.Option(None, "--report-json", help="Also write the report as JSON."),
 ):
     """Validate a pack: file hashes, I/O specs, and every graph's test vectors on ONNX Runtime.
 
@@ -36,8 +41,9 @@ def validate(
     log = console_log(stderr=False)
     names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
     t0 = time.time()
-    result = validate_pack(pack, ValidationOptions(golden=golden, graphs=names, device=device,
-                                                   verify_hashes=verify_hashes, log=log))
+    result = validate_pack(
+        pack, ValidationOptions(golden=golden, graphs=names, device=device, verify_hashes=verify_hashes, log=log)
+    )
     rep = result.report
     if report_json:
         rep.write_json(report_json)

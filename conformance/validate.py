@@ -5,17 +5,18 @@ vector (the pack's own, and the committed golden vectors when given) reproduces 
 under the spec's tolerances. Hashes of every file are checked first, so a tampered graph fails before
 it is run.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from backends.ort import OrtRunner
 from specs.chunk_policy import check_policy_facts
 from specs.compare import Comparison, Report, check_vectors
 from specs.errors import ToolError
 from specs.pack import Pack, load_vectors
-from backends.ort import OrtRunner
 
 
 @dataclass

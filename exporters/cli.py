@@ -1,43 +1,74 @@
 """`tts-export`: CosyVoice model bundle -> artifact pack (ONNX graphs, I/O specs, test vectors, manifest)."""
+
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from specs.cli import console_log, new_app
-from specs.errors import ToolError, cli_entry
+from specs.errors import cli_entry
 
 app = new_app()
 
 
 @app.command()
 def export(
-    out: Path = typer.Option(..., "--out", "-o", help="Pack directory to write (written atomically: a temporary "
-                             "sibling directory is renamed into place only when every check passed)."),
-    model_dir: Optional[Path] = typer.Option(None, "--model-dir", "-m", help="CosyVoice bundle directory, e.g. "
-                                             "CosyVoice2-0.5B/ (cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, ...)."),
-    random_init: Optional[str] = typer.Option(None, "--random-init", help="Instead of --model-dir, make a bundle "
-                                              "with seeded random weights: 'tiny' (small config, seconds) or "
-                                              "'full' (the shipped CosyVoice2-0.5B sizes)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Pack directory to write (written atomically: a temporary "
+        "sibling directory is renamed into place only when every check passed).",
+    ),
+    model_dir: Path | None = typer.Option(
+        None,
+        "--model-dir",
+        "-m",
+        help="CosyVoice bundle directory, e.g. CosyVoice2-0.5B/ (cosyvoice2.yaml, llm.pt, flow.pt, hift.pt, ...).",
+    ),
+    random_init: str | None = typer.Option(
+        None,
+        "--random-init",
+        help="Instead of --model-dir, make a bundle "
+        "with seeded random weights: 'tiny' (small config, seconds) or "
+        "'full' (the shipped CosyVoice2-0.5B sizes).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init weights and for the test vectors."),
-    keep_bundle: Optional[Path] = typer.Option(None, "--keep-bundle", help="With --random-init: also keep the "
-                                               "random bundle in this directory (default: a temporary one)."),
-    graphs: Optional[List[str]] = typer.Option(None, "--graphs", "-g", help="Export only these graphs "
-                                               "(repeat or comma-separate). Default: all."),
-    fp16: bool = typer.Option(False, "--fp16", help="Also write an FP16 ONNX Runtime variant of the graphs whose "
-                              "fp16 policy offers one (NAME.fp16), checked against the FP32 PyTorch outputs."),
-    int8: bool = typer.Option(False, "--int8", help="Also write an INT8 weight-only variant of the graphs that "
-                              "declare one (the LLM: llm.int8, MatMul weights in 8 bits, fp32 I/O), checked "
-                              "against the FP32 PyTorch outputs under its own tolerances."),
-    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Run onnxsim and keep its graph only "
-                                  "if it still passes every test vector."),
-    verify_official: bool = typer.Option(False, "--verify-official", help="Check the size and sha256 of known "
-                                         "official files (llm.pt, flow.pt, hift.pt, ...) before exporting."),
+    keep_bundle: Path | None = typer.Option(
+        None,
+        "--keep-bundle",
+        help="With --random-init: also keep the random bundle in this directory (default: a temporary one).",
+    ),
+    graphs: list[str] | None = typer.Option(
+        None, "--graphs", "-g", help="Export only these graphs (repeat or comma-separate). Default: all."
+    ),
+    fp16: bool = typer.Option(
+        False,
+        "--fp16",
+        help="Also write an FP16 ONNX Runtime variant of the graphs whose "
+        "fp16 policy offers one (NAME.fp16), checked against the FP32 PyTorch outputs.",
+    ),
+    int8: bool = typer.Option(
+        False,
+        "--int8",
+        help="Also write an INT8 weight-only variant of the graphs that "
+        "declare one (the LLM: llm.int8, MatMul weights in 8 bits, fp32 I/O), checked "
+        "against the FP32 PyTorch outputs under its own tolerances.",
+    ),
+    simplify: bool = typer.Option(
+        True,
+        "--simplify/--no-simplify",
+        help="Run onnxsim and keep its graph only if it still passes every test vector.",
+    ),
+    verify_official: bool = typer.Option(
+        False,
+        "--verify-official",
+        help="Check the size and sha256 of known official files (llm.pt, flow.pt, hift.pt, ...) before exporting.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pack at --out."),
 ):
     """Export a CosyVoice bundle to an artifact pack and check every graph against upstream PyTorch.
@@ -68,8 +99,9 @@ def export(
         pass
     names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
     if (model_dir is None) == (random_init is None):  # usage errors: typer's exit code 2
-        raise typer.BadParameter("give exactly one of --model-dir DIR (a real bundle) or --random-init tiny|full",
-                                 param_hint="--model-dir")
+        raise typer.BadParameter(
+            "give exactly one of --model-dir DIR (a real bundle) or --random-init tiny|full", param_hint="--model-dir"
+        )
     if keep_bundle is not None and random_init is None:
         raise typer.BadParameter("--keep-bundle needs --random-init", param_hint="--keep-bundle")
     t0 = time.time()
@@ -91,15 +123,18 @@ def export(
                 make_random_bundle(model_dir, random_init, seed, progress=lambda m: status.update(m))
             log(f"random-init bundle ({random_init}, seed {seed}) at {model_dir}")
             ri = {"size": random_init, "seed": seed}
-        result = export_pack(model_dir, out, names, opts, overwrite=overwrite, verify_official=verify_official,
-                             random_init=ri, log=log)
+        result = export_pack(
+            model_dir, out, names, opts, overwrite=overwrite, verify_official=verify_official, random_init=ri, log=log
+        )
     finally:
         if tmp_root is not None:
             shutil.rmtree(tmp_root, ignore_errors=True)
     for g in result.graphs:
         worst = max(g.comparisons, key=lambda c: c.max_abs)
-        log(f"  {g.name}: {len(g.comparisons)} outputs passed, max_abs {worst.max_abs:.2e} "
-            f"({worst.label.split('/', 1)[1]}), simplified={g.simplified}")
+        log(
+            f"  {g.name}: {len(g.comparisons)} outputs passed, max_abs {worst.max_abs:.2e} "
+            f"({worst.label.split('/', 1)[1]}), simplified={g.simplified}"
+        )
     log(f"PASSED | {time.time() - t0:.1f} s | tts-export {result.path}")
 
 

@@ -1,4 +1,6 @@
-"""Thin runtime over an artifact pack: ONNX Runtime (CPU/CUDA) or TensorRT plans, numpy, a tokenizer.
+"""Thin runtime over an artifact pack: frontend, LLM / flow / vocoder stages, TtsSession, tts-run.
 
-Never imports torch, the upstream CosyVoice package or `exporters/`.
+Runs graphs through backends/ (ONNX Runtime on CPU/CUDA, or TensorRT plans); reads every constant from the
+pack (the typed chunk policy, the graphs' I/O specs). Imports specs and backends only: never torch, the
+upstream CosyVoice package, exporters/ or trt/.
 """

@@ -1,11 +1,12 @@
 """`tts-run`: synthesize with a pack. Text (or speech tokens) in, 24 kHz mono PCM16LE out."""
+
 from __future__ import annotations
 
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -25,8 +26,9 @@ def read_text_file(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ToolError(path, f"is not valid UTF-8 (byte {e.start}: 0x{data[e.start]:02x})",
-                        "a UTF-8 text file") from None
+        raise ToolError(
+            path, f"is not valid UTF-8 (byte {e.start}: 0x{data[e.start]:02x})", "a UTF-8 text file"
+        ) from None
 
 
 def read_tokens(path: Path) -> list[int]:
@@ -56,15 +58,16 @@ class PcmSink:
     def __init__(self, out: Path, sample_rate: int):
         self.raw = str(out) == "-"
         if self.raw:
-            self.f = sys.stdout.buffer
+            self.f: Any = sys.stdout.buffer  # or a soundfile.SoundFile
         else:
             import soundfile as sf
 
             out.parent.mkdir(parents=True, exist_ok=True)
             self.tmp = out.with_name(f".{out.name}.part")
             self.out = out
-            self.f = sf.SoundFile(str(self.tmp), "w", samplerate=sample_rate, channels=1, subtype="PCM_16",
-                                  format="WAV")
+            self.f = sf.SoundFile(
+                str(self.tmp), "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV"
+            )
 
     def write(self, pcm: bytes) -> None:
         if self.raw:
@@ -97,32 +100,55 @@ def _one_of(*choices: str):
 @app.command()
 def run(
     pack: Path = typer.Option(..., "--pack", "-p", help="Pack directory written by tts-export."),
-    text: Optional[str] = typer.Option(None, "--text", "-t", help="Text to synthesize."),
-    text_file: Optional[Path] = typer.Option(None, "--text-file", help="UTF-8 file with the text."),
-    tokens: Optional[Path] = typer.Option(None, "--tokens", help="Speech tokens (.npy or integers in a text "
-                                          "file): token -> audio only (flow + vocoder), no LLM needed."),
-    prompt_wav: Optional[Path] = typer.Option(None, "--prompt-wav", help="Zero-shot voice prompt (WAV, mono or "
-                                              "stereo, >= 16 kHz, 0.5-30 s). Resampled for the frontend only."),
-    prompt_text: Optional[str] = typer.Option(None, "--prompt-text", help="Transcript of --prompt-wav. Without "
-                                              "it the prompt is used cross-lingually (voice only)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output WAV (PCM16LE mono at the pack's rate), or '-' for "
-                             "raw PCM16LE on stdout."),
-    stream: bool = typer.Option(False, "--stream", help="Streaming synthesis (upstream's chunk schedule); audio "
-                                "is written chunk by chunk as it is produced."),
-    bistream: bool = typer.Option(False, "--bistream", help="Feed the text word by word into the session "
-                                  "(CosyVoice2 bi-streaming text input) instead of sentence by sentence."),
+    text: str | None = typer.Option(None, "--text", "-t", help="Text to synthesize."),
+    text_file: Path | None = typer.Option(None, "--text-file", help="UTF-8 file with the text."),
+    tokens: Path | None = typer.Option(
+        None,
+        "--tokens",
+        help="Speech tokens (.npy or integers in a text file): token -> audio only (flow + vocoder), no LLM needed.",
+    ),
+    prompt_wav: Path | None = typer.Option(
+        None,
+        "--prompt-wav",
+        help="Zero-shot voice prompt (WAV, mono or stereo, >= 16 kHz, 0.5-30 s). Resampled for the frontend only.",
+    ),
+    prompt_text: str | None = typer.Option(
+        None,
+        "--prompt-text",
+        help="Transcript of --prompt-wav. Without it the prompt is used cross-lingually (voice only).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Output WAV (PCM16LE mono at the pack's rate), or '-' for raw PCM16LE on stdout."
+    ),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="Streaming synthesis (upstream's chunk schedule); audio is written chunk by chunk as it is produced.",
+    ),
+    bistream: bool = typer.Option(
+        False,
+        "--bistream",
+        help="Feed the text word by word into the session "
+        "(CosyVoice2 bi-streaming text input) instead of sentence by sentence.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and vocoder noise: same seed, same bytes."),
-    device: str = typer.Option("cpu", "--device", callback=_one_of("cpu", "cuda"),
-                               help="ONNX Runtime device: cpu or cuda."),
-    trt: str = typer.Option("auto", "--trt", callback=_one_of("auto", "off", "fp16", "fp32"), help="TensorRT plans: auto (on --device cuda, the pack's plans if "
-                            "it has any, fp16 first), off, fp16 or fp32. Mismatched plans (other GPU, TensorRT "
-                            "version or graph) are refused; plans are never built at run time."),
+    device: str = typer.Option(
+        "cpu", "--device", callback=_one_of("cpu", "cuda"), help="ONNX Runtime device: cpu or cuda."
+    ),
+    trt: str = typer.Option(
+        "auto",
+        "--trt",
+        callback=_one_of("auto", "off", "fp16", "fp32"),
+        help="TensorRT plans: auto (on --device cuda, the pack's plans if "
+        "it has any, fp16 first), off, fp16 or fp32. Mismatched plans (other GPU, TensorRT "
+        "version or graph) are refused; plans are never built at run time.",
+    ),
     llm_graph: str = typer.Option("llm", "--llm-graph", help="LLM graph of the pack, e.g. llm or llm.int8."),
     threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: ORT default)."),
-    max_chars: int = typer.Option(10_000, "--max-chars", min=1, help="Refuse longer texts (split documents "
-                                  "instead)."),
-    chunk_log: Optional[Path] = typer.Option(None, "--chunk-log", help="Write one JSON line per output chunk "
-                                             "(offsets, sizes, sha256)."),
+    max_chars: int = typer.Option(10_000, "--max-chars", min=1, help="Refuse longer texts (split documents instead)."),
+    chunk_log: Path | None = typer.Option(
+        None, "--chunk-log", help="Write one JSON line per output chunk (offsets, sizes, sha256)."
+    ),
 ):
     """Synthesize speech with a pack on ONNX Runtime (CPU or CUDA), or on its TensorRT plans.
 
@@ -138,22 +164,32 @@ def run(
     if len(sources) != 1:  # usage errors: typer's exit code 2
         raise typer.BadParameter("give exactly one of --text, --text-file or --tokens", param_hint="--text")
     if prompt_text is not None and prompt_wav is None:
-        raise typer.BadParameter("given without --prompt-wav (it is the transcript of a prompt WAV)",
-                                 param_hint="--prompt-text")
+        raise typer.BadParameter(
+            "given without --prompt-wav (it is the transcript of a prompt WAV)", param_hint="--prompt-text"
+        )
     if text_file is not None:
         text = read_text_file(text_file)
     token_ids = read_tokens(tokens) if tokens is not None else None
 
     t_load = time.perf_counter()
-    engine = PackEngine.get(pack, device=device, llm_graph=llm_graph, threads=threads or None, trt=trt,
-                            trt_chunk="stream" if stream else "offline")
+    engine = PackEngine.get(
+        pack,
+        device=device,
+        llm_graph=llm_graph,
+        threads=threads or None,
+        trt=trt,
+        trt_chunk="stream" if stream else "offline",
+    )
     prompt = None
     if prompt_wav is not None:
         inputs = engine.prompt_frontend.zero_shot(prompt_wav, prompt_text or "")
         prompt = Prompt.from_inputs(inputs, cross_lingual=prompt_text is None)
     session = TtsSession(engine, prompt=prompt, seed=seed, stream=stream, max_chars=max_chars)
-    backend = f"TensorRT {engine.trt} plans for {', '.join(engine.plans_used)}" if engine.plans_used else \
-        f"ONNX Runtime ({device})"
+    backend = (
+        f"TensorRT {engine.trt} plans for {', '.join(engine.plans_used)}"
+        if engine.plans_used
+        else f"ONNX Runtime ({device})"
+    )
     log(f"loaded {pack} in {time.perf_counter() - t_load:.2f} s on {backend}; {engine.describe_schedule()}")
 
     sink = PcmSink(out, engine.sample_rate)
@@ -181,9 +217,11 @@ def run(
     wall = time.perf_counter() - session.t_start if session.t_start else 0.0
     seconds = n_samples / engine.sample_rate
     ttfa = session.ttfa
-    log(f"PASSED | {seconds:.2f} s of audio in {n_chunks} chunks | TTFA {ttfa * 1000 if ttfa else float('nan'):.0f} ms"
+    log(
+        f"PASSED | {seconds:.2f} s of audio in {n_chunks} chunks | TTFA {ttfa * 1000 if ttfa else float('nan'):.0f} ms"
         f" | RTF {wall / seconds if seconds else float('nan'):.3f} | {session.flow_calls} flow calls | "
-        f"tts-run {'stdout' if str(out) == '-' else out}")
+        f"tts-run {'stdout' if str(out) == '-' else out}"
+    )
 
 
 def _pieces(text: str):

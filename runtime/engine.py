@@ -4,26 +4,34 @@
 `PackEngine.get(pack_dir, device)` returns the process-wide engine for that pack and device; sessions
 (`TtsSession`) are cheap and hold only per-request state.
 """
+
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
-from specs.errors import ToolError
-from specs.pack import Pack
 from backends.ort import OrtRunner
 from runtime.flow_stage import ENCODER, ESTIMATOR, FlowStage
 from runtime.vocoder import GRAPH as HIFT
+from specs.errors import ToolError
+from specs.pack import Pack
 
 TOKEN2WAV_GRAPHS = (ENCODER, ESTIMATOR, HIFT)
 
-_ENGINES: dict[tuple, "PackEngine"] = {}
+_ENGINES: dict[tuple, PackEngine] = {}
 _LOCK = threading.Lock()
 
 
 class PackEngine:
-    def __init__(self, pack: Pack, device: str = "cpu", llm_graph: str = "llm", threads: int | None = None,
-                 trt: str = "auto", trt_chunk: str = "stream"):
+    def __init__(
+        self,
+        pack: Pack,
+        device: str = "cpu",
+        llm_graph: str = "llm",
+        threads: int | None = None,
+        trt: str = "auto",
+        trt_chunk: str = "stream",
+    ):
         """`trt`: 'off', a plan precision ('fp16'/'fp32'), or 'auto' (on a CUDA device, the pack's fp16 plans,
         else its fp32 ones; none on CPU). Graphs with a matching plan for `trt_chunk` ('stream'/'offline') run
         on TensorRT, the others on ONNX Runtime."""
@@ -33,14 +41,18 @@ class PackEngine:
         self.trt_chunk = trt_chunk
         missing = [g for g in TOKEN2WAV_GRAPHS if not pack.has_graph(g)]
         if missing:
-            raise ToolError(pack.root, f"pack has no graph {', '.join(missing)}",
-                            f"tts-run needs {', '.join(TOKEN2WAV_GRAPHS)} (re-export with tts-export)")
+            raise ToolError(
+                pack.root,
+                f"pack has no graph {', '.join(missing)}",
+                f"tts-run needs {', '.join(TOKEN2WAV_GRAPHS)} (re-export with tts-export)",
+            )
         self.sample_rate = pack.chunk_policy.sample_rate
         self.chunk_policy = pack.chunk_policy
         self.threads = threads
         self.plans_used: list[str] = []
-        self.flow = FlowStage(pack, device=device, threads=threads,
-                              sessions={g: self._plan_session(g) for g in (ENCODER, ESTIMATOR)})
+        self.flow = FlowStage(
+            pack, device=device, threads=threads, sessions={g: self._plan_session(g) for g in (ENCODER, ESTIMATOR)}
+        )
         self.hift_session = self._plan_session(HIFT) or self._ort_session(HIFT)
         self.llm_graph = llm_graph
         self._llm = None
@@ -48,13 +60,26 @@ class PackEngine:
         self._prompt_frontend = None
 
     @classmethod
-    def get(cls, pack_dir: str | Path, device: str = "cpu", llm_graph: str = "llm",
-            threads: int | None = None, trt: str = "auto", trt_chunk: str = "stream") -> "PackEngine":
+    def get(
+        cls,
+        pack_dir: str | Path,
+        device: str = "cpu",
+        llm_graph: str = "llm",
+        threads: int | None = None,
+        trt: str = "auto",
+        trt_chunk: str = "stream",
+    ) -> PackEngine:
         key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk)
         with _LOCK:
             if key not in _ENGINES:
-                _ENGINES[key] = cls(Pack.open(pack_dir), device=device, llm_graph=llm_graph, threads=threads,
-                                    trt=trt, trt_chunk=trt_chunk)
+                _ENGINES[key] = cls(
+                    Pack.open(pack_dir),
+                    device=device,
+                    llm_graph=llm_graph,
+                    threads=threads,
+                    trt=trt,
+                    trt_chunk=trt_chunk,
+                )
             return _ENGINES[key]
 
     def _ort_session(self, graph: str) -> OrtRunner:
@@ -70,7 +95,9 @@ class PackEngine:
 
         if find_plan(self.pack, graph, self.trt, self.trt_chunk) is None:
             return None
-        session = FallbackRunner(open_plan(self.pack, graph, self.trt, self.trt_chunk), lambda: self._ort_session(graph))
+        session = FallbackRunner(
+            open_plan(self.pack, graph, self.trt, self.trt_chunk), lambda: self._ort_session(graph)
+        )
         self.plans_used.append(graph)
         return session
 
@@ -79,12 +106,20 @@ class PackEngine:
     def llm(self):
         if self._llm is None:
             if not self.pack.has_graph(self.llm_graph):
-                raise ToolError(self.pack.root, f"pack has no graph {self.llm_graph!r}, so it cannot synthesize "
-                                "from text", "export the LLM too, or run token->audio with --tokens FILE")
+                raise ToolError(
+                    self.pack.root,
+                    f"pack has no graph {self.llm_graph!r}, so it cannot synthesize from text",
+                    "export the LLM too, or run token->audio with --tokens FILE",
+                )
             from runtime.llm_stage import LLMStage
 
-            self._llm = LLMStage(self.pack, graph=self.llm_graph, device=self.device, threads=self.threads,
-                                 session=self._plan_session(self.llm_graph))
+            self._llm = LLMStage(
+                self.pack,
+                graph=self.llm_graph,
+                device=self.device,
+                threads=self.threads,
+                session=self._plan_session(self.llm_graph),
+            )
         return self._llm
 
     @property
@@ -100,8 +135,9 @@ class PackEngine:
         if self._prompt_frontend is None:
             from runtime.frontend.prompt import PromptFrontend
 
-            self._prompt_frontend = PromptFrontend.from_pack(self.pack, device=self.device,
-                                                             text_tokenizer=self.tokenizer)
+            self._prompt_frontend = PromptFrontend.from_pack(
+                self.pack, device=self.device, text_tokenizer=self.tokenizer
+            )
         return self._prompt_frontend
 
     def describe_schedule(self) -> str:
@@ -123,6 +159,9 @@ def resolve_trt(pack: Pack, device: str, trt: str) -> str | None:
     if device != "cuda":
         raise ToolError("--trt", "TensorRT plans run on a CUDA GPU", "add --device cuda")
     if trt not in precisions:
-        raise ToolError(pack.root, f"pack has no {trt} TensorRT plans", "build them: tts-build-trt --pack PACK "
-                        f"--precision {trt}, or run with --trt off")
+        raise ToolError(
+            pack.root,
+            f"pack has no {trt} TensorRT plans",
+            f"build them: tts-build-trt --pack PACK --precision {trt}, or run with --trt off",
+        )
     return trt

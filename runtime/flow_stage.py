@@ -6,15 +6,16 @@ every generated token so far; upstream keeps no encoder cache), then a fixed-ste
 the prompt frames and the frames already emitted are sliced off. Every constant comes from the pack:
 graph spec facts, the typed chunk policy and the `flow.rand_noise` data tensor.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from backends.ort import OrtRunner
 from specs.errors import ToolError
 from specs.pack import Pack
-from backends.ort import OrtRunner
 
 ENCODER = "flow.encoder"
 ESTIMATOR = "flow.decoder.estimator"
@@ -57,8 +58,7 @@ class FlowStage:
         enc, est = pack.graph(ENCODER), pack.graph(ESTIMATOR)
         sessions = sessions or {}
         self.encoder = sessions.get(ENCODER) or OrtRunner(enc.onnx_path, enc.spec(), device=device, threads=threads)
-        self.estimator = sessions.get(ESTIMATOR) or OrtRunner(est.onnx_path, est.spec(), device=device,
-                                                                 threads=threads)
+        self.estimator = sessions.get(ESTIMATOR) or OrtRunner(est.onnx_path, est.spec(), device=device, threads=threads)
         ode_facts = self.estimator.spec.facts
         self.lookahead = pack.chunk_policy.pre_lookahead_len
         self.token_mel_ratio = pack.chunk_policy.token_mel_ratio
@@ -70,31 +70,44 @@ class FlowStage:
         noise_ref = str(ode_facts["noise"])
         if not noise_ref.startswith("data:"):
             raise ToolError(est.spec_path, f"fact noise is {noise_ref!r}", "'data:NAME' naming a pack data tensor")
-        self.noise = pack.data(noise_ref[len("data:"):])  # (1, mel, max_frames), memory-mapped
+        self.noise = pack.data(noise_ref[len("data:") :])  # (1, mel, max_frames), memory-mapped
 
     # ---- the two graphs -------------------------------------------------------------------------------
-    def encode(self, prefix: np.ndarray, prompt_feat: np.ndarray, embedding: np.ndarray,
-               streaming: bool, finalize: bool) -> FlowCondition:
+    def encode(
+        self, prefix: np.ndarray, prompt_feat: np.ndarray, embedding: np.ndarray, streaming: bool, finalize: bool
+    ) -> FlowCondition:
         """`flow.encoder` on the whole prefix (prompt + generated tokens; when not finalizing its last
         `lookahead` tokens are the lookahead context, as upstream splits them)."""
         prefix = np.asarray(prefix, dtype=np.int64).reshape(1, -1)
+        token: np.ndarray
+        context: np.ndarray
         if finalize:
             token, context = prefix, np.zeros((1, self.lookahead), np.int64)  # context ignored
         else:
             if prefix.shape[1] <= self.lookahead:
-                raise ToolError(ENCODER, f"a non-final call got {prefix.shape[1]} tokens",
-                                f"more than the {self.lookahead} lookahead tokens")
-            token, context = prefix[:, :-self.lookahead], prefix[:, -self.lookahead:]
+                raise ToolError(
+                    ENCODER,
+                    f"a non-final call got {prefix.shape[1]} tokens",
+                    f"more than the {self.lookahead} lookahead tokens",
+                )
+            token, context = prefix[:, : -self.lookahead], prefix[:, -self.lookahead :]
         prompt_feat = np.ascontiguousarray(prompt_feat, dtype=np.float32).reshape(1, -1, self.mel_bins)
         if prompt_feat.shape[1] > self.token_mel_ratio * token.shape[1]:
-            raise ToolError(ENCODER, f"prompt_feat has {prompt_feat.shape[1]} frames",
-                            f"at most {self.token_mel_ratio} x {token.shape[1]} tokens")
-        out = self.encoder.run({
-            "token": np.ascontiguousarray(token), "context": np.ascontiguousarray(context),
-            "finalize": np.array([finalize]), "streaming": np.array([streaming]),
-            "embedding": np.ascontiguousarray(embedding, dtype=np.float32).reshape(1, -1),
-            "prompt_feat": prompt_feat,
-        })
+            raise ToolError(
+                ENCODER,
+                f"prompt_feat has {prompt_feat.shape[1]} frames",
+                f"at most {self.token_mel_ratio} x {token.shape[1]} tokens",
+            )
+        out = self.encoder.run(
+            {
+                "token": np.ascontiguousarray(token),
+                "context": np.ascontiguousarray(context),
+                "finalize": np.array([finalize]),
+                "streaming": np.array([streaming]),
+                "embedding": np.ascontiguousarray(embedding, dtype=np.float32).reshape(1, -1),
+                "prompt_feat": prompt_feat,
+            }
+        )
         return FlowCondition(out["mu"], out["spks"], out["cond"])
 
     def solve(self, c: FlowCondition, streaming: bool) -> np.ndarray:
@@ -120,9 +133,16 @@ class FlowStage:
         return x
 
     # ---- one upstream token2wav flow call -------------------------------------------------------------
-    def token2mel(self, token: np.ndarray, prompt_token: np.ndarray, prompt_feat: np.ndarray,
-                  embedding: np.ndarray, token_offset: int = 0, streaming: bool = False,
-                  finalize: bool = True) -> np.ndarray:
+    def token2mel(
+        self,
+        token: np.ndarray,
+        prompt_token: np.ndarray,
+        prompt_feat: np.ndarray,
+        embedding: np.ndarray,
+        token_offset: int = 0,
+        streaming: bool = False,
+        finalize: bool = True,
+    ) -> np.ndarray:
         """Mel frames of generated tokens from `token_offset` on, as upstream token2wav slices them.
 
         token: generated tokens so far (incl. the lookahead tokens when not finalizing); prompt_token:
@@ -132,4 +152,4 @@ class FlowStage:
         c = self.encode(prefix, prompt_feat, embedding, streaming, finalize)
         mel = self.solve(c, streaming)
         prompt_frames = np.asarray(prompt_feat).reshape(1, -1, self.mel_bins).shape[1]
-        return mel[:, :, prompt_frames + self.token_mel_ratio * int(token_offset):]
+        return mel[:, :, prompt_frames + self.token_mel_ratio * int(token_offset) :]

@@ -20,10 +20,11 @@ that id masked, and any stop id ends step 4. Whenever upstream does not raise, t
 Upstream has no length limit in step 4 (its pitfall P8); here it is capped at max_token_text_ratio times
 the text tokens seen (at least `min_cap`).
 """
+
 from __future__ import annotations
 
 from collections import deque
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -34,8 +35,15 @@ NEED_TEXT = object()  # yielded by BistreamDecoder.tokens() when it must wait fo
 
 
 class BistreamDecoder:
-    def __init__(self, llm: LLMStage, prompt_text_ids: Sequence[int] = (), prompt_speech_tokens: Sequence[int] = (),
-                 seed: int = 0, capacity: int = 8192, min_cap: int = 100):
+    def __init__(
+        self,
+        llm: LLMStage,
+        prompt_text_ids: Sequence[int] = (),
+        prompt_speech_tokens: Sequence[int] = (),
+        seed: int = 0,
+        capacity: int = 8192,
+        min_cap: int = 100,
+    ):
         f = llm.facts
         self.llm = llm
         self.text_ratio, self.speech_ratio = (int(r) for r in f["mix_ratio"])
@@ -85,8 +93,9 @@ class BistreamDecoder:
     def tokens(self) -> Iterator[object]:
         f = self.llm.facts
         lm_input = [self.llm.llm_embedding[f["sos_index"]]]
-        specials_but_fill = frozenset(t for t in range(self.speech_size, len(self.llm.speech_embedding))
-                                      if t != self.fill)
+        specials_but_fill = frozenset(
+            t for t in range(self.speech_size, len(self.llm.speech_embedding)) if t != self.fill
+        )
         while True:
             if not self.pending:
                 if self.closed:
@@ -96,18 +105,18 @@ class BistreamDecoder:
             self.text_cache.append(self.llm.embed_tokens[self.pending.popleft()])
             self.n_text += 1
             while self.prompt_speech and len(self.text_cache) >= self.text_ratio:
-                lm_input += self.text_cache[:self.text_ratio] + self.prompt_speech[:self.speech_ratio]
-                del self.text_cache[:self.text_ratio]
-                del self.prompt_speech[:self.speech_ratio]
+                lm_input += self.text_cache[: self.text_ratio] + self.prompt_speech[: self.speech_ratio]
+                del self.text_cache[: self.text_ratio]
+                del self.prompt_speech[: self.speech_ratio]
             if self.prompt_speech:
                 continue
             after_fill = bool(self.out) and self.out[-1] == self.fill
             if after_fill or (not self.out and len(lm_input) == 1):
                 if len(self.text_cache) < self.text_ratio:
                     continue  # wait for more text
-                chunk = self.text_cache[:self.text_ratio]
+                chunk = self.text_cache[: self.text_ratio]
                 lm_input = chunk if after_fill else lm_input + chunk
-                del self.text_cache[:self.text_ratio]
+                del self.text_cache[: self.text_ratio]
             while True:
                 logp = self._forward(lm_input)
                 if self.next_fill != -1 and len(self.out) == self.next_fill:

@@ -13,18 +13,20 @@ other), so nothing is allocated per step and Python copies nothing; logits, mask
 fixed buffers too. Backends without binding (TensorRT plans) and `io_binding=False` use plain `run` (fresh
 input and output arrays every step).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import cast
 
 import numpy as np
 
+from backends.ort import OrtRunner
+from backends.runner import Binding, Runner
+from runtime.sampling import RasParams, RasSampler, log_softmax
 from specs.errors import ToolError
 from specs.pack import Pack
-from backends.ort import OrtRunner
-from backends.runner import Runner
-from runtime.sampling import RasParams, RasSampler, log_softmax
 
 Sampler = Callable[[np.ndarray, Sequence[int]], int]  # (log-probs, decoded so far) -> token
 
@@ -35,7 +37,7 @@ class BoundStepper:
     bank and ORT writes the present into the other, then the roles swap. Mask, positions and logits are
     fixed buffers too. The returned logits array is overwritten by the next call."""
 
-    def __init__(self, stage: "LLMStage", capacity: int):
+    def __init__(self, stage: LLMStage, capacity: int):
         f = stage.facts
         self.session = stage.session
         self.names = list(zip(stage.cache_inputs, stage.cache_outputs))
@@ -51,7 +53,8 @@ class BoundStepper:
 
     def view(self, bank: int, i: int, length: int) -> np.ndarray:
         return self.banks[bank][i][: self.kv_heads * length * self.head_dim].reshape(
-            1, self.kv_heads, length, self.head_dim)
+            1, self.kv_heads, length, self.head_dim
+        )
 
     def cache(self) -> list[np.ndarray]:
         """Views of the current cache tensors (past_key_values.0.key, .0.value, ...)."""
@@ -61,14 +64,22 @@ class BoundStepper:
         past, seq = self.length, x.shape[1]
         total = past + seq
         if total > self.capacity:
-            raise ToolError("llm stage", f"{total} positions exceed the preallocated {self.capacity}",
-                            "a larger capacity for this utterance")
+            raise ToolError(
+                "llm stage",
+                f"{total} positions exceed the preallocated {self.capacity}",
+                "a larger capacity for this utterance",
+            )
         x = np.ascontiguousarray(x, np.float32)
         if past == 0:  # first call: check the feed against the spec once (views, no copies)
-            self.session.spec.check_feed({"inputs_embeds": x, "attention_mask": self.mask[:, :total],
-                                          "position_ids": self.positions[:, :seq],
-                                          **{n: self.view(0, i, 0) for i, (n, _) in enumerate(self.names)}})
-        b = self.session.binding()
+            self.session.spec.check_feed(
+                {
+                    "inputs_embeds": x,
+                    "attention_mask": self.mask[:, :total],
+                    "position_ids": self.positions[:, :seq],
+                    **{n: self.view(0, i, 0) for i, (n, _) in enumerate(self.names)},
+                }
+            )
+        b = cast(Binding, self.session.binding())  # BoundStepper is only made for sessions with a binding
         b.bind_input("inputs_embeds", x)
         b.bind_input("attention_mask", self.mask[:, :total])
         b.bind_input("position_ids", self.positions[:, past:total])
@@ -85,7 +96,7 @@ class BoundStepper:
 class PlainStepper:
     """Same contract with `OrtRunner.run`: fresh input and output arrays on every call (for comparison)."""
 
-    def __init__(self, stage: "LLMStage"):
+    def __init__(self, stage: LLMStage):
         f = stage.facts
         self.session = stage.session
         self.names = list(zip(stage.cache_inputs, stage.cache_outputs))
@@ -101,9 +112,11 @@ class PlainStepper:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         p, s = self.length, x.shape[1]
-        feed = {"inputs_embeds": np.ascontiguousarray(x, np.float32),
-                "attention_mask": np.ones((1, p + s), np.int64),
-                "position_ids": np.arange(p, p + s, dtype=np.int64)[None]}
+        feed = {
+            "inputs_embeds": np.ascontiguousarray(x, np.float32),
+            "attention_mask": np.ones((1, p + s), np.int64),
+            "position_ids": np.arange(p, p + s, dtype=np.int64)[None],
+        }
         feed.update((name_in, a) for (name_in, _), a in zip(self.names, self.past))
         out = self.session.run(feed, check=p == 0)  # spec check on the first call only
         self.past = [out[name_out] for _, name_out in self.names]
@@ -113,16 +126,34 @@ class PlainStepper:
 class LLMStage:
     """Speech-token generation on the pack's LLM graph (`llm`, or a variant such as `llm.int8`)."""
 
-    def __init__(self, pack: Pack | str | Path, graph: str = "llm", device: str = "cpu", threads: int | None = None,
-                 io_binding: bool = True, session=None):
+    def __init__(
+        self,
+        pack: Pack | str | Path,
+        graph: str = "llm",
+        device: str = "cpu",
+        threads: int | None = None,
+        io_binding: bool = True,
+        session=None,
+    ):
         pack = pack if isinstance(pack, Pack) else Pack.open(pack)
         entry = pack.graph(graph)
         self.spec = entry.spec()
         # `session`: any Runner (e.g. a TensorRT plan); bound stepping where the backend offers binding
         self.session: Runner = session or OrtRunner(entry.onnx_path, self.spec, device=device, threads=threads)
         f = self.spec.facts
-        for key in ("num_layers", "num_kv_heads", "head_dim", "logits_size", "data", "sos_index", "task_id_index",
-                    "eos_token", "stop_tokens", "min_token_text_ratio", "max_token_text_ratio"):
+        for key in (
+            "num_layers",
+            "num_kv_heads",
+            "head_dim",
+            "logits_size",
+            "data",
+            "sos_index",
+            "task_id_index",
+            "eos_token",
+            "stop_tokens",
+            "min_token_text_ratio",
+            "max_token_text_ratio",
+        ):
             if key not in f:
                 raise ToolError(entry.spec_path, f"facts lack {key!r}", "an llm graph exported by tts-export")
         self.facts = f
@@ -136,14 +167,19 @@ class LLMStage:
         self.cache_outputs = [n for n in self.spec.output_names if n.startswith("present.")]
 
     # ---- inputs ---------------------------------------------------------------------------------------------
-    def lm_input(self, text_ids: Sequence[int], prompt_text_ids: Sequence[int] = (),
-                 prompt_speech_tokens: Sequence[int] = ()) -> np.ndarray:
+    def lm_input(
+        self, text_ids: Sequence[int], prompt_text_ids: Sequence[int] = (), prompt_speech_tokens: Sequence[int] = ()
+    ) -> np.ndarray:
         """(1, L, hidden): [sos, embed_tokens(prompt_text ++ text), task_id, speech_embedding(prompt speech)]."""
         ids = np.concatenate([np.asarray(prompt_text_ids, np.int64), np.asarray(text_ids, np.int64)])
         speech = np.asarray(prompt_speech_tokens, np.int64)
         f = self.facts
-        rows = [self.llm_embedding[f["sos_index"]][None], self.embed_tokens[ids],
-                self.llm_embedding[f["task_id_index"]][None], self.speech_embedding[speech]]
+        rows = [
+            self.llm_embedding[f["sos_index"]][None],
+            self.embed_tokens[ids],
+            self.llm_embedding[f["task_id_index"]][None],
+            self.speech_embedding[speech],
+        ]
         return np.concatenate(rows, axis=0).astype(np.float32)[None]
 
     def length_limits(self, n_text: int) -> tuple[int, int]:
@@ -151,9 +187,14 @@ class LLMStage:
         return int(n_text * f["min_token_text_ratio"]), int(n_text * f["max_token_text_ratio"])
 
     # ---- decoding ------------------------------------------------------------------------------------------
-    def generate(self, text_ids: Sequence[int], prompt_text_ids: Sequence[int] = (),
-                 prompt_speech_tokens: Sequence[int] = (), sampler: Sampler | None = None,
-                 seed: int = 0) -> Iterator[int]:
+    def generate(
+        self,
+        text_ids: Sequence[int],
+        prompt_text_ids: Sequence[int] = (),
+        prompt_speech_tokens: Sequence[int] = (),
+        sampler: Sampler | None = None,
+        seed: int = 0,
+    ) -> Iterator[int]:
         """Yield speech tokens one by one. `sampler` gets log-probs (eos already masked before min_len) and
         the tokens so far; default: ras_sampling with the spec's parameters, seeded with `seed`."""
         sampler = sampler or RasSampler(seed, self.params)

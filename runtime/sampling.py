@@ -15,10 +15,11 @@ Each draw uses one uniform number u = rng.random() and inverse-CDF sampling on t
 (searchsorted). Upstream draws with torch.multinomial, which cannot be reproduced outside torch; parity is
 shown by running the upstream PyTorch decode loop with this sampler injected (exporters/oracles/llm.py).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class RasParams:
     tau_r: float = 0.1
 
     @classmethod
-    def from_facts(cls, sampling: dict) -> "RasParams":
+    def from_facts(cls, sampling: dict) -> RasParams:
         """From an `llm` spec's facts['sampling'] (the bundle yaml's `llm.sampling` keywords)."""
         method = sampling.get("method", "ras_sampling")
         if method != "ras_sampling":
@@ -70,21 +71,28 @@ def nucleus_candidates(scores: np.ndarray, top_p: float, top_k: int) -> tuple[np
     return order[:count], sorted_p[:count]
 
 
-def ras_sample(scores: np.ndarray, decoded: Sequence[int], rng: np.random.Generator,
-               params: RasParams = RasParams()) -> int:
+def ras_sample(
+    scores: np.ndarray, decoded: Sequence[int], rng: np.random.Generator, params: RasParams = RasParams()
+) -> int:
     """Upstream `ras_sampling` on `scores` (log-probs or logits over the speech vocabulary)."""
     scores = np.array(scores, dtype=np.float32)  # a copy: the fallback masks one entry
     ids, probs = nucleus_candidates(scores, params.top_p, params.top_k)
     token = int(ids[draw(probs, rng)])
-    recent = list(decoded[-params.win_size:]) if params.win_size > 0 else []
+    recent = list(decoded[-params.win_size :]) if params.win_size > 0 else []
     if recent.count(token) >= params.win_size * params.tau_r:
         scores[token] = -np.inf
         token = draw(softmax(scores), rng)
     return token
 
 
-def sampling_ids(scores: np.ndarray, decoded: Sequence[int], rng: np.random.Generator, eos: int,
-                 ignore_eos: bool, params: RasParams = RasParams()) -> int:
+def sampling_ids(
+    scores: np.ndarray,
+    decoded: Sequence[int],
+    rng: np.random.Generator,
+    eos: int,
+    ignore_eos: bool,
+    params: RasParams = RasParams(),
+) -> int:
     """Upstream `sampling_ids`: mask `eos` while ignore_eos (i < min_len), then ras_sampling."""
     if ignore_eos:
         scores = np.array(scores, dtype=np.float32)

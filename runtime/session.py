@@ -15,19 +15,20 @@ Chunk boundaries depend only on sample counts, never on timing; with the same se
 same bytes. `next_audio_chunk()` returns None when no chunk can be produced yet (in push_text mode: more
 text is needed) or when everything was returned (`done` is then true).
 """
+
 from __future__ import annotations
 
 import hashlib
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
-from specs.errors import ToolError
 from runtime.engine import PackEngine
 from runtime.vocoder import VocoderStage
+from specs.errors import ToolError
 
 _WAIT = object()  # internal: the producer needs more text
 
@@ -43,17 +44,25 @@ class Prompt:
     llm_uses_prompt: bool = True  # False: cross-lingual (LLM sees no prompt text/speech)
 
     @classmethod
-    def none(cls, mel_bins: int, spk_dim: int = 192) -> "Prompt":
+    def none(cls, mel_bins: int, spk_dim: int = 192) -> Prompt:
         """No prompt: empty prompt tokens/mel and a zero x-vector (a neutral, unconditioned voice)."""
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((1, 0, mel_bins), np.float32),
-                   np.zeros((1, spk_dim), np.float32), llm_uses_prompt=False)
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros((1, 0, mel_bins), np.float32),
+            np.zeros((1, spk_dim), np.float32),
+            llm_uses_prompt=False,
+        )
 
     @classmethod
-    def from_inputs(cls, p, cross_lingual: bool = False) -> "Prompt":
-        return cls(np.asarray(p.prompt_text).reshape(-1).astype(np.int64),
-                   np.asarray(p.speech_tokens).reshape(-1).astype(np.int64),
-                   np.asarray(p.speech_feat, np.float32), np.asarray(p.embedding, np.float32),
-                   llm_uses_prompt=not cross_lingual)
+    def from_inputs(cls, p, cross_lingual: bool = False) -> Prompt:
+        return cls(
+            np.asarray(p.prompt_text).reshape(-1).astype(np.int64),
+            np.asarray(p.speech_tokens).reshape(-1).astype(np.int64),
+            np.asarray(p.speech_feat, np.float32),
+            np.asarray(p.embedding, np.float32),
+            llm_uses_prompt=not cross_lingual,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,15 @@ class AudioChunk:
     final: bool
 
     def meta(self) -> dict:
-        return {"index": self.index, "sample_offset": self.sample_offset, "n_samples": self.n_samples,
-                "segment": self.segment, "token_offset": self.token_offset, "sha256": self.sha256,
-                "final": self.final}
+        return {
+            "index": self.index,
+            "sample_offset": self.sample_offset,
+            "n_samples": self.n_samples,
+            "segment": self.segment,
+            "token_offset": self.token_offset,
+            "sha256": self.sha256,
+            "final": self.final,
+        }
 
 
 def derive_seed(seed: int, *parts: int) -> int:
@@ -79,8 +94,15 @@ def derive_seed(seed: int, *parts: int) -> int:
 
 
 class TtsSession:
-    def __init__(self, engine: PackEngine, prompt: Prompt | None = None, seed: int = 0, stream: bool = True,
-                 max_chars: int = 10_000, sampler_factory=None):
+    def __init__(
+        self,
+        engine: PackEngine,
+        prompt: Prompt | None = None,
+        seed: int = 0,
+        stream: bool = True,
+        max_chars: int = 10_000,
+        sampler_factory=None,
+    ):
         self.engine = engine
         self.prompt = prompt or Prompt.none(engine.flow.mel_bins)
         self.seed = int(seed)
@@ -94,8 +116,8 @@ class TtsSession:
         self._chars = 0
         self._closed = False
         self._producer: Iterator | None = None
-        self._pending = np.zeros(0, np.int16)  # produced samples not yet returned as a chunk
-        self._pending_meta: deque[tuple[int, int, int, int]] = deque()  # (start sample, segment, token offset)
+        self._pending: np.ndarray = np.zeros(0, np.int16)  # produced samples not yet returned as a chunk
+        self._pending_meta: deque[tuple[int, int, int]] = deque()  # (start sample, segment, token offset)
         self._produced = 0
         self._emitted = 0
         self._index = 0
@@ -129,7 +151,7 @@ class TtsSession:
         self._texts.append(text)
         self.flush()
 
-    def push_tokens(self, tokens: Sequence[int]) -> None:
+    def push_tokens(self, tokens: Sequence[int] | np.ndarray) -> None:
         """Speech tokens in, audio out (flow + vocoder only)."""
         self._set_mode("tokens")
         tokens = np.asarray(tokens, np.int64).reshape(-1)
@@ -138,8 +160,9 @@ class TtsSession:
             raise ToolError("speech tokens", "are empty", "at least one token")
         bad = tokens[(tokens < 0) | (tokens >= vocab)]
         if bad.size:
-            raise ToolError("speech tokens", f"{bad.size} token(s) out of range, e.g. {int(bad[0])}",
-                            f"ids in [0, {vocab})")
+            raise ToolError(
+                "speech tokens", f"{bad.size} token(s) out of range, e.g. {int(bad[0])}", f"ids in [0, {vocab})"
+            )
         self._tokens = tokens
         self.flush()
 
@@ -153,8 +176,11 @@ class TtsSession:
             raise ToolError("text", "is empty", "some words to say")
         total = self._chars + len(text)
         if total > self.max_chars:
-            raise ToolError("text", f"is {total} characters", f"at most {self.max_chars} per request "
-                            "(--max-chars); split long documents into several requests")
+            raise ToolError(
+                "text",
+                f"is {total} characters",
+                f"at most {self.max_chars} per request (--max-chars); split long documents into several requests",
+            )
         self._chars = total
 
     # ---- output ----------------------------------------------------------------------------------------
@@ -229,25 +255,39 @@ class TtsSession:
         text = "".join(self._texts)
         segments = normalize_text(text, e.tokenizer.encode, split=True)
         if not segments:
-            raise ToolError("text", "has nothing to say after normalisation (only punctuation?)",
-                            "words or characters to synthesize")
+            raise ToolError(
+                "text",
+                "has nothing to say after normalisation (only punctuation?)",
+                "words or characters to synthesize",
+            )
         p = self.prompt
         from runtime.sampling import RasSampler
 
         for i, seg in enumerate(segments):
             ids = e.tokenizer.encode(seg)
-            sampler = (self.sampler_factory(i) if self.sampler_factory
-                       else RasSampler(derive_seed(self.seed, i, 0), e.llm.params))
-            tokens = e.llm.generate(ids, p.text_ids if p.llm_uses_prompt else (),
-                                    p.speech_tokens if p.llm_uses_prompt else (), sampler=sampler)
+            sampler = (
+                self.sampler_factory(i)
+                if self.sampler_factory
+                else RasSampler(derive_seed(self.seed, i, 0), e.llm.params)
+            )
+            tokens = e.llm.generate(
+                ids,
+                p.text_ids if p.llm_uses_prompt else (),
+                p.speech_tokens if p.llm_uses_prompt else (),
+                sampler=sampler,
+            )
             yield from self._token2wav(tokens, i, last_segment=i == len(segments) - 1)
 
     def _bistream(self):
         from runtime.llm_bistream import NEED_TEXT, BistreamDecoder
 
         e, p = self.engine, self.prompt
-        dec = BistreamDecoder(e.llm, p.text_ids if p.llm_uses_prompt else (),
-                              p.speech_tokens if p.llm_uses_prompt else (), seed=derive_seed(self.seed, 0, 0))
+        dec = BistreamDecoder(
+            e.llm,
+            p.text_ids if p.llm_uses_prompt else (),
+            p.speech_tokens if p.llm_uses_prompt else (),
+            seed=derive_seed(self.seed, 0, 0),
+        )
 
         def tokens():
             gen = dec.tokens()
@@ -276,8 +316,15 @@ class TtsSession:
         self.speech_tokens.append(got)
 
         def run(call):
-            mel = e.flow.token2mel(np.asarray(got[:call.end], np.int64), p.speech_tokens, p.speech_feat,
-                                   p.embedding, call.token_offset, streaming=call.streaming, finalize=call.finalize)
+            mel = e.flow.token2mel(
+                np.asarray(got[: call.end], np.int64),
+                p.speech_tokens,
+                p.speech_feat,
+                p.embedding,
+                call.token_offset,
+                streaming=call.streaming,
+                finalize=call.finalize,
+            )
             self.flow_calls += 1
             last = call.finalize and last_segment
             return vocoder.push(mel, final=call.finalize), segment, call.token_offset, last

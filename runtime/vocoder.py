@@ -22,18 +22,19 @@ Noise: `specs.noise.FrameNoise`, addressed by absolute mel frame, so the chunkin
 which noise a sample hears. All constants come from the pack: the typed chunk policy (specs/chunk_policy.py)
 and the hift graph's spec facts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
+from backends.ort import OrtRunner
+from backends.runner import Runner
 from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
 from specs.noise import FrameNoise
 from specs.pack import Pack
-from backends.ort import OrtRunner
-from backends.runner import Runner
 
 GRAPH = "hift"
 PCM_DTYPE = np.dtype("<i2")
@@ -75,7 +76,7 @@ class VocoderStage:
         self.reset()
 
     @classmethod
-    def from_pack(cls, pack: Pack, seed: int = 0, device: str = "cpu", threads: int | None = None) -> "VocoderStage":
+    def from_pack(cls, pack: Pack, seed: int = 0, device: str = "cpu", threads: int | None = None) -> VocoderStage:
         entry = pack.graph(GRAPH)
         session = OrtRunner(entry.onnx_path, entry.spec(), device=device, threads=threads)
         return cls(session, pack.chunk_policy, seed=seed)
@@ -93,19 +94,30 @@ class VocoderStage:
         """The float audio `push` would convert (kept private: parity tests read it before PCM)."""
         mel = np.asarray(mel)
         if mel.dtype != np.float32 or mel.ndim != 3 or mel.shape[:2] != (1, self.mel_bins):
-            raise ToolError(GRAPH, f"mel chunk has shape {list(mel.shape)} dtype {mel.dtype}",
-                            f"float32 (1, {self.mel_bins}, frames)")
+            raise ToolError(
+                GRAPH,
+                f"mel chunk has shape {list(mel.shape)} dtype {mel.dtype}",
+                f"float32 (1, {self.mel_bins}, frames)",
+            )
         cache = self._cache
         if cache is None:
             mel_in, cache_source = mel, np.zeros((1, 1, 0), np.float32)
         else:
             mel_in, cache_source = np.concatenate([cache.mel, mel], axis=2), cache.source
         if not final and mel_in.shape[2] < self.mel_cache_len:
-            raise ToolError(GRAPH, f"non-final chunk gives {mel_in.shape[2]} mel frames",
-                            f"at least mel_cache_len = {self.mel_cache_len} (what the next call re-reads)")
+            raise ToolError(
+                GRAPH,
+                f"non-final chunk gives {mel_in.shape[2]} mel frames",
+                f"at least mel_cache_len = {self.mel_cache_len} (what the next call re-reads)",
+            )
         first = self._next_frame - (cache.mel.shape[2] if cache else 0)
-        out = self.session.run({"mel": np.ascontiguousarray(mel_in), "cache_source": cache_source,
-                                "noise": self.noise(first, mel_in.shape[2])})
+        out = self.session.run(
+            {
+                "mel": np.ascontiguousarray(mel_in),
+                "cache_source": cache_source,
+                "noise": self.noise(first, mel_in.shape[2]),
+            }
+        )
         audio, source = out["audio"][0], out["source"]
         if cache is not None:
             audio = self._fade_in(audio, cache.speech)
@@ -113,9 +125,11 @@ class VocoderStage:
         if final:
             self.reset()
             return audio
-        self._cache = _Cache(mel=mel_in[:, :, -self.mel_cache_len:].copy(),
-                             source=np.ascontiguousarray(source[:, :, -self.source_cache_len:]),
-                             speech=audio[-self.source_cache_len:].copy())
+        self._cache = _Cache(
+            mel=mel_in[:, :, -self.mel_cache_len :].copy(),
+            source=np.ascontiguousarray(source[:, :, -self.source_cache_len :]),
+            speech=audio[-self.source_cache_len :].copy(),
+        )
         return audio[: audio.shape[0] - self.source_cache_len]
 
     def _fade_in(self, audio: np.ndarray, previous_tail: np.ndarray) -> np.ndarray:

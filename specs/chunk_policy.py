@@ -12,10 +12,12 @@ request (`hop_growth: per_request`).
 The manifest schema types every field; `ChunkPolicy.from_manifest` adds the cross-field rules, once, in
 `Pack.open`. Everything else (runtime stages, TensorRT planning, oracles) reads this object, never the dict.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from specs.errors import ToolError
 
@@ -46,38 +48,49 @@ class ChunkPolicy:
     sample_rate: int = 24000  # manifest audio.sample_rate (not part of the chunk_policy object)
 
     @classmethod
-    def from_dict(cls, cp: Mapping[str, Any], sample_rate: int, where: str = "manifest.json") -> "ChunkPolicy":
+    def from_dict(cls, cp: Mapping[str, Any], sample_rate: int, where: str = "manifest.json") -> ChunkPolicy:
         try:
             fade = cp["crossfade"]
-            policy = cls(**{k: int(cp[k]) for k in INT_FIELDS},
-                         crossfade=Crossfade(str(fade["window"]), int(fade["length"])),
-                         hop_growth=str(cp.get("hop_growth", "per_request")), sample_rate=int(sample_rate))
+            policy = cls(
+                **{k: int(cp[k]) for k in INT_FIELDS},
+                crossfade=Crossfade(str(fade["window"]), int(fade["length"])),
+                hop_growth=str(cp.get("hop_growth", "per_request")),
+                sample_rate=int(sample_rate),
+            )
         except (KeyError, TypeError, ValueError) as e:
-            raise ToolError(where, f"audio.chunk_policy is incomplete ({type(e).__name__}: {e})",
-                            f"integers {', '.join(INT_FIELDS)} and crossfade {{window, length}} "
-                            "(a pack written by tts-export)") from None
+            raise ToolError(
+                where,
+                f"audio.chunk_policy is incomplete ({type(e).__name__}: {e})",
+                f"integers {', '.join(INT_FIELDS)} and crossfade {{window, length}} (a pack written by tts-export)",
+            ) from None
         policy.check(where)
         return policy
 
     @classmethod
-    def from_manifest(cls, audio: Mapping[str, Any], where: str = "manifest.json") -> "ChunkPolicy":
+    def from_manifest(cls, audio: Mapping[str, Any], where: str = "manifest.json") -> ChunkPolicy:
         return cls.from_dict(audio.get("chunk_policy", {}), audio.get("sample_rate", 0), where)
 
     def check(self, where: str) -> None:
         """Rules between fields (the schema checks each field's type and range)."""
         problems = []
         if not 1 <= self.token_hop_len <= self.token_max_hop_len:
-            problems.append(f"token_hop_len {self.token_hop_len} / token_max_hop_len {self.token_max_hop_len}: "
-                            "need 1 <= token_hop_len <= token_max_hop_len")
+            problems.append(
+                f"token_hop_len {self.token_hop_len} / token_max_hop_len {self.token_max_hop_len}: "
+                "need 1 <= token_hop_len <= token_max_hop_len"
+            )
         for name in ("stream_scale_factor", "token_mel_ratio", "samples_per_mel_frame", "output_chunk_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} is {getattr(self, name)}: need >= 1")
         if self.source_cache_len != self.mel_cache_len * self.samples_per_mel_frame:
-            problems.append(f"source_cache_len {self.source_cache_len} != mel_cache_len {self.mel_cache_len} x "
-                            f"samples_per_mel_frame {self.samples_per_mel_frame}")
+            problems.append(
+                f"source_cache_len {self.source_cache_len} != mel_cache_len {self.mel_cache_len} x "
+                f"samples_per_mel_frame {self.samples_per_mel_frame}"
+            )
         if self.crossfade.length // 2 > self.source_cache_len:
-            problems.append(f"crossfade.length {self.crossfade.length}: its half must fit the held-back "
-                            f"{self.source_cache_len} samples")
+            problems.append(
+                f"crossfade.length {self.crossfade.length}: its half must fit the held-back "
+                f"{self.source_cache_len} samples"
+            )
         if self.hop_growth not in HOP_GROWTH:
             problems.append(f"hop_growth is {self.hop_growth!r}: one of {', '.join(HOP_GROWTH)}")
         if self.sample_rate < 8000:
@@ -139,16 +152,18 @@ class ChunkPolicy:
         call did not emit, fewer than the next (max) hop + lookahead."""
         return self.pre_lookahead_len, self.token_max_hop_len + self.pre_lookahead_len - 1
 
-    def schedule(self, prompt_tokens: int) -> "TokenHopSchedule":
+    def schedule(self, prompt_tokens: int) -> TokenHopSchedule:
         return TokenHopSchedule(self, prompt_tokens)
 
     def describe(self) -> str:
         """One line for logs: the streaming schedule a run uses."""
-        return (f"streaming schedule: token hop {self.token_hop_len} (+ prompt pad on the first chunk) x"
-                f"{self.stream_scale_factor} up to {self.token_max_hop_len}, pre-lookahead {self.pre_lookahead_len}, "
-                f"mel cache {self.mel_cache_len} frames, source cache {self.source_cache_len} samples, "
-                f"{self.crossfade.window} cross-fade {self.crossfade.length}, output chunks "
-                f"{self.output_chunk_samples} samples at {self.sample_rate} Hz, hop growth {self.hop_growth}")
+        return (
+            f"streaming schedule: token hop {self.token_hop_len} (+ prompt pad on the first chunk) x"
+            f"{self.stream_scale_factor} up to {self.token_max_hop_len}, pre-lookahead {self.pre_lookahead_len}, "
+            f"mel cache {self.mel_cache_len} frames, source cache {self.source_cache_len} samples, "
+            f"{self.crossfade.window} cross-fade {self.crossfade.length}, output chunks "
+            f"{self.output_chunk_samples} samples at {self.sample_rate} Hz, hop growth {self.hop_growth}"
+        )
 
 
 def check_policy_facts(policy: ChunkPolicy, spec) -> None:
@@ -156,12 +171,24 @@ def check_policy_facts(policy: ChunkPolicy, spec) -> None:
     one place, at export and by tts-validate; the runtime then reads the policy only."""
     for key in INT_FIELDS:
         if key in spec.facts and int(spec.facts[key]) != getattr(policy, key):
-            raise ToolError(f"{spec.graph} I/O spec", f"fact {key} is {spec.facts[key]}",
-                            f"equal to audio.chunk_policy.{key} ({getattr(policy, key)}); re-export the pack")
+            raise ToolError(
+                f"{spec.graph} I/O spec",
+                f"fact {key} is {spec.facts[key]}",
+                f"equal to audio.chunk_policy.{key} ({getattr(policy, key)}); re-export the pack",
+            )
 
 
-INT_FIELDS = ("token_hop_len", "token_max_hop_len", "stream_scale_factor", "pre_lookahead_len", "token_mel_ratio",
-              "mel_cache_len", "source_cache_len", "samples_per_mel_frame", "output_chunk_samples")
+INT_FIELDS = (
+    "token_hop_len",
+    "token_max_hop_len",
+    "stream_scale_factor",
+    "pre_lookahead_len",
+    "token_mel_ratio",
+    "mel_cache_len",
+    "source_cache_len",
+    "samples_per_mel_frame",
+    "output_chunk_samples",
+)
 
 
 @dataclass(frozen=True)
@@ -209,5 +236,6 @@ class TokenHopSchedule:
     def hops(self, total: int) -> list[int]:
         """Tokens emitted per call (the final call's included) for `total` generated tokens."""
         calls = self.plan(total)
-        return [(calls[i + 1].token_offset if i + 1 < len(calls) else total) - c.token_offset
-                for i, c in enumerate(calls)]
+        return [
+            (calls[i + 1].token_offset if i + 1 < len(calls) else total) - c.token_offset for i, c in enumerate(calls)
+        ]

@@ -6,12 +6,13 @@ one verdict grammar:
 
     PASSED | hift/first_chunk/audio | max_abs=2.1e-06 (atol 1e-05, rtol 0) at [0, 23999] | required atol=2.1e-06
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -40,10 +41,15 @@ class Comparison:
         if self.problem:
             return f"{verdict} | {self.label} | {self.problem}"
         if self.check == "exact":
-            return (f"{verdict} | {self.label} | {self.mismatches}/{self.size} elements differ"
-                    + (f", first at {self.at_index}" if self.mismatches else "") + " (exact)")
-        return (f"{verdict} | {self.label} | max_abs={self.max_abs:.2e} (atol {self.atol:g}, rtol {self.rtol:g}) "
-                f"at {self.at_index} | max_rel={self.max_rel:.2e} | required atol={self.required_atol:.2e}")
+            return (
+                f"{verdict} | {self.label} | {self.mismatches}/{self.size} elements differ"
+                + (f", first at {self.at_index}" if self.mismatches else "")
+                + " (exact)"
+            )
+        return (
+            f"{verdict} | {self.label} | max_abs={self.max_abs:.2e} (atol {self.atol:g}, rtol {self.rtol:g}) "
+            f"at {self.at_index} | max_rel={self.max_rel:.2e} | required atol={self.required_atol:.2e}"
+        )
 
 
 def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance, label: str) -> Comparison:
@@ -116,8 +122,12 @@ class Report:
         return [c.line() for c in self.comparisons] + [self.summary()]
 
     def to_dict(self) -> dict:
-        return {"title": self.title, "passed": self.passed, "notes": self.notes,
-                "comparisons": [asdict(c) for c in self.comparisons]}
+        return {
+            "title": self.title,
+            "passed": self.passed,
+            "notes": self.notes,
+            "comparisons": [asdict(c) for c in self.comparisons],
+        }
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -134,8 +144,16 @@ def check_vectors(runner, vectors, label: str | None = None, tolerances=None) ->
         got = runner.run(ins)
         for name, expected in outs.items():
             if name not in got:
-                results.append(Comparison(label=f"{label}/{case}/{name}", passed=False, check="elementwise", atol=0,
-                                          rtol=0, problem=f"graph has no output {name!r}"))
+                results.append(
+                    Comparison(
+                        label=f"{label}/{case}/{name}",
+                        passed=False,
+                        check="elementwise",
+                        atol=0,
+                        rtol=0,
+                        problem=f"graph has no output {name!r}",
+                    )
+                )
             else:
                 results.append(compare(got[name], expected, tol[name], f"{label}/{case}/{name}"))
     return results

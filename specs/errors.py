@@ -3,11 +3,14 @@
 Raised for bad input (files, fields, packs, options). Caught once at the CLI edge (`cli_entry`), printed
 without a traceback, exit code 1. Bugs in our own code stay ordinary exceptions with tracebacks.
 """
+
 from __future__ import annotations
 
 import functools
+import os
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -15,7 +18,7 @@ F = TypeVar("F", bound=Callable)
 class ToolError(Exception):
     """A problem with the user's input, stated so that it can be fixed without reading code."""
 
-    def __init__(self, subject: str, problem: str, expected: str | None = None):
+    def __init__(self, subject: str | os.PathLike[str], problem: str, expected: str | None = None):
         self.subject = str(subject)
         self.problem = problem.rstrip(".")
         self.expected = expected

@@ -6,22 +6,24 @@ precisions the graph supports (specs/precision.py). The JSON form (``NAME.io.jso
 by ``specs/schema/io_spec.schema.json``. The exporters use it for dynamic axes and checks, trt/ for
 profiles and fp16 plans (trt/ knows no graph by name), the runtime for input validation.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, cast
 
 import numpy as np
 
 from specs import FORMAT_VERSION
-from specs.errors import ToolError
 from specs.chunk_policy import ANY_CHUNK, CHUNK_MODES
+from specs.errors import ToolError
 from specs.precision import PrecisionPolicy
-from specs.tolerance import Tolerance
 from specs.schema import read_json, validate_json
+from specs.tolerance import Tolerance
 
 DTYPES = {
     "float32": np.float32,
@@ -104,7 +106,7 @@ class DimRange:
     why: str = ""
 
     @classmethod
-    def pinned(cls, value: int, why: str = "") -> "DimRange":
+    def pinned(cls, value: int, why: str = "") -> DimRange:
         return cls(value, value, value, why)
 
     def contains(self, value: int) -> bool:
@@ -127,7 +129,7 @@ class ProfileSpec:
         return {"name": self.name, "doc": self.doc, "dims": {d: r.to_dict() for d, r in self.dims.items()}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProfileSpec":
+    def from_dict(cls, d: dict) -> ProfileSpec:
         return cls(d["name"], d.get("doc", ""), {k: DimRange(**v) for k, v in d["dims"].items()})
 
 
@@ -208,10 +210,13 @@ class GraphSpec:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "io spec") -> "GraphSpec":
+    def from_dict(cls, d: dict, source: str = "io spec") -> GraphSpec:
         if isinstance(d, dict) and d.get("format_version") != FORMAT_VERSION:
-            raise ToolError(source, f"I/O spec format_version is {d.get('format_version')!r}, this tool reads "
-                            f"{FORMAT_VERSION}", "re-export the pack with this version of tts-export")
+            raise ToolError(
+                source,
+                f"I/O spec format_version is {d.get('format_version')!r}, this tool reads {FORMAT_VERSION}",
+                "re-export the pack with this version of tts-export",
+            )
         validate_json(d, "io_spec", source)
         spec = cls(
             graph=d["graph"],
@@ -232,7 +237,7 @@ class GraphSpec:
         return spec
 
     @classmethod
-    def load(cls, path: str | Path) -> "GraphSpec":
+    def load(cls, path: str | Path) -> GraphSpec:
         d = read_json(path, "I/O spec file", "every graph in a pack has NAME.io.json")
         return cls.from_dict(d, str(path))
 
@@ -245,14 +250,18 @@ class GraphSpec:
         for t in self.inputs + self.outputs:
             if t.dtype not in DTYPES:
                 raise ToolError(source, f"tensor {t.name!r} has dtype {t.dtype!r}", f"one of {sorted(DTYPES)}")
-            for dim in t.dim_names():
-                if dim not in self.dims:
-                    raise ToolError(source, f"tensor {t.name!r} uses undeclared dim {dim!r}",
-                                    "every named dim is declared under 'dims'")
+            for dim_name in t.dim_names():
+                if dim_name not in self.dims:
+                    raise ToolError(
+                        source,
+                        f"tensor {t.name!r} uses undeclared dim {dim_name!r}",
+                        "every named dim is declared under 'dims'",
+                    )
         for name, dim in self.dims.items():
             if not (0 <= dim.min <= dim.opt <= dim.max):
-                raise ToolError(source, f"dim {name!r} has min/opt/max {dim.min}/{dim.opt}/{dim.max}",
-                                "0 <= min <= opt <= max")
+                raise ToolError(
+                    source, f"dim {name!r} has min/opt/max {dim.min}/{dim.opt}/{dim.max}", "0 <= min <= opt <= max"
+                )
             if dim.role not in ROLES:
                 raise ToolError(source, f"dim {name!r} has role {dim.role!r}", f"one of {', '.join(ROLES)}")
             if dim.derived_from and dim.derived_from["dim"] not in self.dims:
@@ -267,16 +276,25 @@ class GraphSpec:
                 raise ToolError(source, f"cache pair {c.input!r} -> {c.output!r} names unknown tensors")
         for mode, profs in self.profiles.items():
             if mode not in CHUNK_MODES + (ANY_CHUNK,):
-                raise ToolError(source, f"profiles for unknown chunk mode {mode!r}",
-                                f"one of {', '.join(CHUNK_MODES + (ANY_CHUNK,))}")
+                raise ToolError(
+                    source,
+                    f"profiles for unknown chunk mode {mode!r}",
+                    f"one of {', '.join(CHUNK_MODES + (ANY_CHUNK,))}",
+                )
             for prof in profs:
                 for dname, r in prof.dims.items():
                     if dname not in self.dims or self.dims[dname].derived_from:
-                        raise ToolError(source, f"profile {mode}/{prof.name} names {dname!r}",
-                                        "a declared dim that is not derived from another")
+                        raise ToolError(
+                            source,
+                            f"profile {mode}/{prof.name} names {dname!r}",
+                            "a declared dim that is not derived from another",
+                        )
                     if not (0 <= r.min <= r.opt <= r.max):
-                        raise ToolError(source, f"profile {mode}/{prof.name} dim {dname!r} has min/opt/max "
-                                                f"{r.min}/{r.opt}/{r.max}", "0 <= min <= opt <= max")
+                        raise ToolError(
+                            source,
+                            f"profile {mode}/{prof.name} dim {dname!r} has min/opt/max {r.min}/{r.opt}/{r.max}",
+                            "0 <= min <= opt <= max",
+                        )
         for policy in self.precisions.values():
             policy.check(self.output_names, source)
 
@@ -287,8 +305,11 @@ class GraphSpec:
         missing = [n for n in self.input_names if n not in feed]
         extra = [n for n in feed if n not in self.input_names]
         if missing or extra:
-            raise ToolError(where, f"inputs do not match the spec (missing {missing}, unexpected {extra})",
-                            f"inputs are {self.input_names}")
+            raise ToolError(
+                where,
+                f"inputs do not match the spec (missing {missing}, unexpected {extra})",
+                f"inputs are {self.input_names}",
+            )
         bound: dict[str, int] = {}
         for t in self.inputs:
             arr = feed[t.name]
@@ -301,8 +322,7 @@ class GraphSpec:
         return bound
 
 
-def check_tensor(t: TensorSpec, arr: np.ndarray, bound: dict[str, int], dims: Mapping[str, Dim],
-                 where: str) -> None:
+def check_tensor(t: TensorSpec, arr: np.ndarray, bound: dict[str, int], dims: Mapping[str, Dim], where: str) -> None:
     """Polygraphy-style check of one tensor: dtype, rank, fixed dims, named-dim consistency and range."""
     if arr.dtype != np.dtype(t.np_dtype):
         raise ToolError(where, f"tensor {t.name!r} has dtype {arr.dtype}", f"expected {t.dtype}")
@@ -311,19 +331,27 @@ def check_tensor(t: TensorSpec, arr: np.ndarray, bound: dict[str, int], dims: Ma
     for axis, (want, got) in enumerate(zip(t.shape, arr.shape)):
         if isinstance(want, int):
             if want != got:
-                raise ToolError(where, f"tensor {t.name!r} has shape {list(arr.shape)}",
-                                f"expected {t.shape} (axis {axis} fixed at {want})")
+                raise ToolError(
+                    where,
+                    f"tensor {t.name!r} has shape {list(arr.shape)}",
+                    f"expected {t.shape} (axis {axis} fixed at {want})",
+                )
             continue
         dim = dims[want]
         derived = dim.value_from(bound)
         if derived is not None and derived != got:
-            raise ToolError(where, f"tensor {t.name!r} axis {axis} ({want}) is {got}",
-                            f"{want} = {dim.derived_from['scale']}*{dim.derived_from['dim']}"
-                            f"+{dim.derived_from.get('offset', 0)} = {derived}")
+            rule = cast(dict, dim.derived_from)  # set whenever value_from gives a value
+            raise ToolError(
+                where,
+                f"tensor {t.name!r} axis {axis} ({want}) is {got}",
+                f"{want} = {rule['scale']}*{rule['dim']}+{rule.get('offset', 0)} = {derived}",
+            )
         if want in bound and bound[want] != got:
-            raise ToolError(where, f"tensor {t.name!r} axis {axis} ({want}) is {got}",
-                            f"{want} was {bound[want]} in another input")
+            raise ToolError(
+                where, f"tensor {t.name!r} axis {axis} ({want}) is {got}", f"{want} was {bound[want]} in another input"
+            )
         if not (dim.min <= got <= dim.max):
-            raise ToolError(where, f"tensor {t.name!r} axis {axis} ({want}) is {got}",
-                            f"{want} in [{dim.min}, {dim.max}]")
+            raise ToolError(
+                where, f"tensor {t.name!r} axis {axis} ({want}) is {got}", f"{want} in [{dim.min}, {dim.max}]"
+            )
         bound[want] = got

@@ -11,6 +11,7 @@ ns per value; Box-Muller over the raw bits measured ~10x slower here). NumPy kee
 but may change `Generator` algorithms between releases, so equality across numpy versions is not
 promised; within one installation it is exact.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ class FrameNoise:
     """noise(start, count) -> (1, count * samples_per_frame, harmonics) float32, N(0, 1) i.i.d."""
 
     def __init__(self, seed: int, samples_per_frame: int, harmonics: int):
-        if not 0 <= int(seed) < 2 ** 64:
+        if not 0 <= int(seed) < 2**64:
             raise ValueError(f"seed {seed} is not a 64-bit unsigned integer")
         self.seed = int(seed)
         self.samples_per_frame = int(samples_per_frame)
@@ -31,8 +32,9 @@ class FrameNoise:
 
     def _frame(self, frame: int) -> np.ndarray:
         """The noise of one mel frame: counter word 1 = frame index, word 0 counts blocks within it."""
-        bits = np.random.Philox(key=np.array([self.seed, _DOMAIN], dtype=np.uint64),
-                                counter=np.array([0, frame, 0, 0], dtype=np.uint64))
+        bits = np.random.Philox(
+            key=np.array([self.seed, _DOMAIN], dtype=np.uint64), counter=np.array([0, frame, 0, 0], dtype=np.uint64)
+        )
         return np.random.Generator(bits).standard_normal(self._per_frame, dtype=np.float32)
 
     def __call__(self, start: int, count: int) -> np.ndarray:

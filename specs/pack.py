@@ -12,6 +12,7 @@
 A pack is written into a temporary sibling directory and renamed into place at the end, so a failed
 export leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +55,11 @@ def vector_key(case: str, kind: str, tensor: str) -> str:
     return f"{case}/{kind}/{tensor}"
 
 
-def save_vectors(path: str | Path, cases: Mapping[str, tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]) -> None:
+def save_vectors(
+    path: str | Path, cases: Mapping[str, tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
+) -> None:
     """cases: case name -> (inputs, expected outputs)."""
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for case, (ins, outs) in cases.items():
         for k, v in ins.items():
             arrays[vector_key(case, "in", k)] = np.asarray(v)
@@ -89,9 +93,12 @@ def check_format_version(manifest, source: str) -> None:
     """Packs of another format are refused before anything else is read from them."""
     got = manifest.get("format_version") if isinstance(manifest, dict) else None
     if got != FORMAT_VERSION:
-        raise ToolError(source, f"pack format_version is {got!r}, this tool reads format {FORMAT_VERSION}",
-                        "re-export the pack with this version of tts-export (format 2 added dim roles, TensorRT "
-                        "profiles and precision policies to the I/O specs and typed the chunk policy)")
+        raise ToolError(
+            source,
+            f"pack format_version is {got!r}, this tool reads format {FORMAT_VERSION}",
+            "re-export the pack with this version of tts-export (format 2 added dim roles, TensorRT "
+            "profiles and precision policies to the I/O specs and typed the chunk policy)",
+        )
 
 
 # ---- reading -----------------------------------------------------------------------------------------------
@@ -99,7 +106,7 @@ def check_format_version(manifest, source: str) -> None:
 class GraphEntry:
     name: str
     record: dict
-    pack: "Pack"
+    pack: Pack
 
     @property
     def onnx_path(self) -> Path:
@@ -134,7 +141,7 @@ class Pack:
         self.chunk_policy = ChunkPolicy.from_manifest(manifest["audio"], str(root / MANIFEST))
 
     @classmethod
-    def open(cls, root: str | Path) -> "Pack":
+    def open(cls, root: str | Path) -> Pack:
         root = Path(root)
         if not root.is_dir():
             raise ToolError(root, "pack directory does not exist", "a directory written by tts-export")
@@ -166,22 +173,29 @@ class Pack:
         try:
             return GraphEntry(name, self.manifest["graphs"][name], self)
         except KeyError:
-            raise ToolError(self.root / MANIFEST, f"pack has no graph {name!r}",
-                            f"graphs in this pack: {self.graph_names()}") from None
+            raise ToolError(
+                self.root / MANIFEST, f"pack has no graph {name!r}", f"graphs in this pack: {self.graph_names()}"
+            ) from None
 
     def data(self, name: str) -> np.ndarray:
         rec = self.manifest.get("data", {}).get(name)
         if rec is None:
-            raise ToolError(self.root / MANIFEST, f"pack has no data tensor {name!r}",
-                            f"data in this pack: {sorted(self.manifest.get('data', {}))}")
+            raise ToolError(
+                self.root / MANIFEST,
+                f"pack has no data tensor {name!r}",
+                f"data in this pack: {sorted(self.manifest.get('data', {}))}",
+            )
         path = self.root / rec["file"]
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise ToolError(path, "data file listed in the manifest is missing") from None
         if list(arr.shape) != rec["shape"] or str(arr.dtype) != rec["dtype"]:
-            raise ToolError(path, f"has shape {list(arr.shape)} dtype {arr.dtype}",
-                            f"manifest says shape {rec['shape']} dtype {rec['dtype']}")
+            raise ToolError(
+                path,
+                f"has shape {list(arr.shape)} dtype {arr.dtype}",
+                f"manifest says shape {rec['shape']} dtype {rec['dtype']}",
+            )
         return arr
 
     def files(self) -> Iterator[tuple[str, Path, str]]:
@@ -209,8 +223,11 @@ class Pack:
                 raise ToolError(path, f"{what} is missing", "every file listed in manifest.json is in the pack")
             got = sha256_file(path)
             if got != want:
-                raise ToolError(path, f"{what} has sha256 {got[:16]}…, the manifest says {want[:16]}…",
-                                "the file was modified or corrupted after export; re-export the pack")
+                raise ToolError(
+                    path,
+                    f"{what} has sha256 {got[:16]}…, the manifest says {want[:16]}…",
+                    "the file was modified or corrupted after export; re-export the pack",
+                )
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
@@ -226,15 +243,16 @@ class PackWriter:
         if self.dest.exists() and not overwrite:
             raise ToolError(self.dest, "already exists", "choose a new --out directory or pass --overwrite")
         if self.dest.exists() and not (self.dest / MANIFEST).exists():
-            raise ToolError(self.dest, "exists and is not a pack; refusing to replace it",
-                            "choose a new --out directory")
+            raise ToolError(
+                self.dest, "exists and is not a pack; refusing to replace it", "choose a new --out directory"
+            )
         self.overwrite = overwrite
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
         self.manifest: dict = {"format_version": FORMAT_VERSION, "graphs": {}, "data": {}}
         self._done = False
 
-    def __enter__(self) -> "PackWriter":
+    def __enter__(self) -> PackWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -250,20 +268,39 @@ class PackWriter:
         rel = f"data/{name}.npy"
         array = np.ascontiguousarray(array)
         np.save(self.path(rel), array, allow_pickle=False)
-        self.manifest["data"][name] = {"file": rel, "sha256": sha256_file(self.tmp / rel),
-                                       "dtype": str(array.dtype), "shape": list(array.shape), "doc": doc}
+        self.manifest["data"][name] = {
+            "file": rel,
+            "sha256": sha256_file(self.tmp / rel),
+            "dtype": str(array.dtype),
+            "shape": list(array.shape),
+            "doc": doc,
+        }
 
-    def add_graph(self, name: str, spec: GraphSpec, onnx_file: str, vectors: Mapping, opset: int,
-                  external_data: list[str] = (), extra: Mapping | None = None) -> None:
+    def add_graph(
+        self,
+        name: str,
+        spec: GraphSpec,
+        onnx_file: str,
+        vectors: Mapping,
+        opset: int,
+        external_data: Sequence[str] = (),
+        extra: Mapping | None = None,
+    ) -> None:
         """Register a graph whose ONNX file (and external data) is already under the temp dir."""
         spec_rel, vec_rel = f"{name}.io.json", f"{name}.vectors.npz"
         self.path(spec_rel).write_text(spec.to_json())
         save_vectors(self.path(vec_rel), vectors)
-        rec = {"file": onnx_file, **file_record(self.tmp / onnx_file),
-               "external_data": [{"file": f, **file_record(self.tmp / f)} for f in external_data],
-               "io_spec": spec_rel, "io_spec_sha256": sha256_file(self.tmp / spec_rel),
-               "vectors": vec_rel, "vectors_sha256": sha256_file(self.tmp / vec_rel),
-               "opset": int(opset), "precision": spec.precision}
+        rec = {
+            "file": onnx_file,
+            **file_record(self.tmp / onnx_file),
+            "external_data": [{"file": f, **file_record(self.tmp / f)} for f in external_data],
+            "io_spec": spec_rel,
+            "io_spec_sha256": sha256_file(self.tmp / spec_rel),
+            "vectors": vec_rel,
+            "vectors_sha256": sha256_file(self.tmp / vec_rel),
+            "opset": int(opset),
+            "precision": spec.precision,
+        }
         if extra:
             rec.update(extra)
         self.manifest["graphs"][name] = rec
@@ -282,4 +319,3 @@ class PackWriter:
             os.rename(self.tmp, self.dest)
         self._done = True
         return self.dest
-

@@ -4,6 +4,7 @@ Plan name `GRAPH.PRECISION.CHUNK` (e.g. `hift.fp16.stream`), files `trt/NAME.pla
 pack, manifest key NAME under `plans`; CHUNK is a chunk mode, or `any` for graphs whose calls do not depend
 on it. Metadata: specs/schema/plan_meta.schema.json.
 """
+
 from __future__ import annotations
 
 from specs.chunk_policy import ANY_CHUNK

@@ -9,6 +9,7 @@ One `PrecisionPolicy` per reduced precision the graph supports:
 `tolerances` hold, for every output, the budget against the fp32 reference on the same inputs, with the
 reason; `backends` says where the policy is offered ("ort": a variant graph in the pack, "tensorrt": plans).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,15 +37,23 @@ class Fp32Keep:
     reason: str = ""
 
     def to_dict(self) -> dict:
-        return {"ops": list(self.ops), "name_patterns": list(self.name_patterns),
-                "paths": [{"from_op": a, "to_output": b} for a, b in self.paths],
-                "trig_arguments": self.trig_arguments, "reason": self.reason}
+        return {
+            "ops": list(self.ops),
+            "name_patterns": list(self.name_patterns),
+            "paths": [{"from_op": a, "to_output": b} for a, b in self.paths],
+            "trig_arguments": self.trig_arguments,
+            "reason": self.reason,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Fp32Keep":
-        return cls(tuple(d.get("ops", ())), tuple(d.get("name_patterns", ())),
-                   tuple((p["from_op"], p["to_output"]) for p in d.get("paths", ())),
-                   bool(d.get("trig_arguments", False)), d.get("reason", ""))
+    def from_dict(cls, d: dict) -> Fp32Keep:
+        return cls(
+            tuple(d.get("ops", ())),
+            tuple(d.get("name_patterns", ())),
+            tuple((p["from_op"], p["to_output"]) for p in d.get("paths", ())),
+            bool(d.get("trig_arguments", False)),
+            d.get("reason", ""),
+        )
 
 
 @dataclass
@@ -58,8 +67,13 @@ class PrecisionPolicy:
     doc: str = ""
 
     def to_dict(self) -> dict:
-        d = {"precision": self.precision, "method": self.method, "backends": list(self.backends),
-             "tolerances": {k: t.to_dict() for k, t in self.tolerances.items()}, "doc": self.doc}
+        d = {
+            "precision": self.precision,
+            "method": self.method,
+            "backends": list(self.backends),
+            "tolerances": {k: t.to_dict() for k, t in self.tolerances.items()},
+            "doc": self.doc,
+        }
         if self.fp32_keep is not None:
             d["fp32_keep"] = self.fp32_keep.to_dict()
         if self.weight_only:
@@ -67,11 +81,16 @@ class PrecisionPolicy:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PrecisionPolicy":
-        return cls(d["precision"], d["method"], {k: Tolerance(**v) for k, v in d["tolerances"].items()},
-                   tuple(d.get("backends", BACKENDS)),
-                   Fp32Keep.from_dict(d["fp32_keep"]) if "fp32_keep" in d else None,
-                   dict(d.get("weight_only", {})), d.get("doc", ""))
+    def from_dict(cls, d: dict) -> PrecisionPolicy:
+        return cls(
+            d["precision"],
+            d["method"],
+            {k: Tolerance(**v) for k, v in d["tolerances"].items()},
+            tuple(d.get("backends", BACKENDS)),
+            Fp32Keep.from_dict(d["fp32_keep"]) if "fp32_keep" in d else None,
+            dict(d.get("weight_only", {})),
+            d.get("doc", ""),
+        )
 
     def check(self, outputs: list[str], source: str) -> None:
         where = f"{source}: precisions.{self.precision}"
@@ -79,8 +98,11 @@ class PrecisionPolicy:
             raise ToolError(where, f"method is {self.method!r}", f"one of {', '.join(METHODS)}")
         missing = [o for o in outputs if o not in self.tolerances]
         if missing:
-            raise ToolError(where, f"no tolerance for output(s) {', '.join(missing)}",
-                            "every output states its budget at this precision and why")
+            raise ToolError(
+                where,
+                f"no tolerance for output(s) {', '.join(missing)}",
+                "every output states its budget at this precision and why",
+            )
         if self.method == "float16" and self.fp32_keep is None:
             raise ToolError(where, "a float16 policy without fp32_keep", "the nodes that stay fp32, with the reason")
         if self.method == "weight_only" and not self.weight_only:

@@ -1,4 +1,5 @@
 """A tolerance: how far an output may be from its reference, and why (judged by specs/compare.py)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

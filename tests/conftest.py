@@ -1,4 +1,5 @@
 """Shared fixtures. The upstream oracle (../shared/oracle) is imported before torch in this process."""
+
 from __future__ import annotations
 
 import os
@@ -7,24 +8,29 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.support.hift"]  # fixtures shared by several test modules
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("COSYVOICE_SHARED", REPO.parent / "shared")).resolve()
 ORACLE_DIR = SHARED / "oracle"
 DATA_DIR = SHARED / "data"
 
 HAVE_ORACLE = False
-if (ORACLE_DIR / "oracle_env.py").is_file():
+# TTS_NO_ORACLE=1 (make test-fast): run as if the oracle were absent, so everything that needs it skips.
+if (ORACLE_DIR / "oracle_env.py").is_file() and not os.environ.get("TTS_NO_ORACLE"):
     sys.path.insert(0, str(ORACLE_DIR))
     try:
-        import oracle_env  # noqa: F401  (must precede torch / cosyvoice imports)
         import cosyvoice  # noqa: F401
+        import oracle_env  # noqa: F401  (must precede torch / cosyvoice imports)
 
         HAVE_ORACLE = True
     except ImportError:
         HAVE_ORACLE = False
 
-needs_oracle = pytest.mark.skipif(not HAVE_ORACLE, reason="upstream CosyVoice oracle not installed "
-                                  "(bash ../shared/oracle/install.sh .venv/bin/python)")
+needs_oracle = pytest.mark.skipif(
+    not HAVE_ORACLE,
+    reason="upstream CosyVoice oracle not installed (bash ../shared/oracle/install.sh .venv/bin/python)",
+)
 needs_shared_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"{DATA_DIR} not present")
 
 
@@ -59,6 +65,12 @@ def tiny_pack(tiny_bundle, tmp_path_factory) -> Path:
     from exporters.pipeline.pack import export_pack
 
     out = tmp_path_factory.mktemp("pack") / "tiny-pack"
-    export_pack(tiny_bundle, out, None, ExportOptions(seed=0, log=lambda m: None),
-                random_init={"size": "tiny", "seed": 0}, log=lambda m: None)
+    export_pack(
+        tiny_bundle,
+        out,
+        None,
+        ExportOptions(seed=0, log=lambda m: None),
+        random_init={"size": "tiny", "seed": 0},
+        log=lambda m: None,
+    )
     return out

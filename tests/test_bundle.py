@@ -1,4 +1,5 @@
 """Bundles: our random-init yaml equals the shipped architecture; bad bundles fail early and clearly."""
+
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ def test_full_random_init_config_equals_shipped_yaml(tmp_path):
     import torch
 
     from exporters.model.config import build_modules
-    from exporters.random.bundle import qwen_config, render_yaml
+    from exporters.random.config import qwen_config, render_yaml
 
     (tmp_path / "q").mkdir()
     (tmp_path / "q" / "config.json").write_text(json.dumps(qwen_config("full")))
@@ -122,8 +123,9 @@ def test_verify_official_reports_size_mismatch(tiny_bundle):
     with pytest.raises(ToolError) as e:
         Bundle.open(tiny_bundle).verify_official()
     # hift.pt has two official revisions (sizes differ): it is judged by sha256; the others by size first.
-    assert ("hift.pt | has sha256" in str(e.value) and "the official hift.pt has 3386cc88" in str(e.value)) or \
-        " bytes. Note: the official " in str(e.value)
+    assert (
+        "hift.pt | has sha256" in str(e.value) and "the official hift.pt has 3386cc88" in str(e.value)
+    ) or " bytes. Note: the official " in str(e.value)
 
 
 # ---- the same failures through the CLI, as a new user meets them ------------------------------------------
@@ -132,11 +134,14 @@ def run_cli(*args, cwd=None):
     return subprocess.run([str(exe / args[0]), *args[1:]], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-@pytest.mark.parametrize("damage, expect", [
-    ("missing_hift", "bundle is missing hift.pt"),
-    ("truncated_flow", "flow.pt | cannot be read as a PyTorch state dict"),
-    ("other_yaml", "cosyvoice2.yaml | declares a cosyvoice3 model"),
-])
+@pytest.mark.parametrize(
+    "damage, expect",
+    [
+        ("missing_hift", "bundle is missing hift.pt"),
+        ("truncated_flow", "flow.pt | cannot be read as a PyTorch state dict"),
+        ("other_yaml", "cosyvoice2.yaml | declares a cosyvoice3 model"),
+    ],
+)
 def test_cli_bad_bundle_one_line_error_and_no_pack(tiny_bundle, tmp_path, damage, expect):
     b = _copy_bundle(tiny_bundle, tmp_path / "b")
     if damage == "missing_hift":

@@ -1,4 +1,5 @@
 """`tts-run` and `tts-validate` as a new user meets them: outputs, stats line, and one-line errors."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,18 @@ def one_error(stderr: str) -> str:
 
 def test_run_writes_24k_mono_pcm16_and_reports(tiny_pack, tmp_path):
     out = tmp_path / "a.wav"
-    rc, _, err = cli("tts-run", "--pack", tiny_pack, "--text", "Hi there.", "--out", out, "--stream",
-                     "--chunk-log", tmp_path / "chunks.jsonl")
+    rc, _, err = cli(
+        "tts-run",
+        "--pack",
+        tiny_pack,
+        "--text",
+        "Hi there.",
+        "--out",
+        out,
+        "--stream",
+        "--chunk-log",
+        tmp_path / "chunks.jsonl",
+    )
     assert rc == 0, err
     info = sf.info(str(out))
     assert (info.samplerate, info.channels, info.subtype, info.format) == (24000, 1, "PCM_16", "WAV")
@@ -53,18 +64,27 @@ def test_tokens_file_runs_without_text(tiny_pack, tmp_path):
     assert sf.info(str(tmp_path / "t.wav")).frames == 40 * 2 * 480
 
 
-@pytest.mark.parametrize("args, expect", [
-    (["tts-run", "--pack", "P", "--out", "o.wav"], "give exactly one of --text"),
-    (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--tokens", "t.txt"], "give exactly one of"),
-    (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--prompt-text", "b"], "given without --prompt-wav"),
-    (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--device", "tpu"], "'tpu' (choose from cpu, cuda)"),
-    (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--trt", "int4"], "'int4' (choose from auto"),
-    (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--max-chars", "0"], "--max-chars"),
-    (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--threads", "-1"], "--threads"),
-    (["tts-export", "--out", "o"], "give exactly one of --model-dir DIR"),
-    (["tts-export", "--out", "o", "--model-dir", "m", "--random-init", "tiny"], "give exactly one of --model-dir"),
-    (["tts-export", "--out", "o", "--model-dir", "m", "--keep-bundle", "k"], "--keep-bundle needs --random-init"),
-])
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["tts-run", "--pack", "P", "--out", "o.wav"], "give exactly one of --text"),
+        (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--tokens", "t.txt"], "give exactly one of"),
+        (
+            ["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--prompt-text", "b"],
+            "given without --prompt-wav",
+        ),
+        (
+            ["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--device", "tpu"],
+            "'tpu' (choose from cpu, cuda)",
+        ),
+        (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--trt", "int4"], "'int4' (choose from auto"),
+        (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--max-chars", "0"], "--max-chars"),
+        (["tts-run", "--pack", "P", "--out", "o.wav", "--text", "a", "--threads", "-1"], "--threads"),
+        (["tts-export", "--out", "o"], "give exactly one of --model-dir DIR"),
+        (["tts-export", "--out", "o", "--model-dir", "m", "--random-init", "tiny"], "give exactly one of --model-dir"),
+        (["tts-export", "--out", "o", "--model-dir", "m", "--keep-bundle", "k"], "--keep-bundle needs --random-init"),
+    ],
+)
 def test_usage_errors_exit_2(tmp_path, args, expect):
     """Usage errors (options that cannot go together, values outside their choices) exit 2, as typer does, before
     any work; nothing is written."""
@@ -74,16 +94,19 @@ def test_usage_errors_exit_2(tmp_path, args, expect):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("empty_text", "text | is empty"),
-    ("long_text", "text | is 100000 characters"),
-    ("bad_utf8", "is not valid UTF-8 (byte 3: 0xff)"),
-    ("stereo_8bit", "8-bit"),
-    ("short_prompt", "too short"),
-    ("truncated_prompt", "truncated"),
-    ("missing_prompt", "prompt WAV does not exist"),
-    ("token_out_of_range", "out of range, e.g. 9999"),
-])
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("empty_text", "text | is empty"),
+        ("long_text", "text | is 100000 characters"),
+        ("bad_utf8", "is not valid UTF-8 (byte 3: 0xff)"),
+        ("stereo_8bit", "8-bit"),
+        ("short_prompt", "too short"),
+        ("truncated_prompt", "truncated"),
+        ("missing_prompt", "prompt WAV does not exist"),
+        ("token_out_of_range", "out of range, e.g. 9999"),
+    ],
+)
 def test_bad_input_one_line_error(tiny_pack, tmp_path, case, expect):
     out = tmp_path / "o.wav"
     args = ["tts-run", "--pack", tiny_pack, "--out", out]

@@ -1,4 +1,5 @@
 """README.md and RUNBOOK.md stay true to the CLIs: every option their command lines use exists."""
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,13 @@ def command_lines():
 
 def help_text(cmd: str) -> str:
     exe = Path(sys.executable).parent / cmd
-    return subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120,
-                          env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"}).stdout
+    return subprocess.run(
+        [str(exe), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"},
+    ).stdout
 
 
 @pytest.mark.parametrize("cmd", COMMANDS)

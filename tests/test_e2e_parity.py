@@ -11,6 +11,7 @@ Upstream's own streaming output differs from its offline output (chunk masks, th
 call, sine phase restarts, cross-fades): the runtime matches upstream's streaming output in streaming
 mode and its offline output in offline mode, and the test measures that the two modes do differ.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,10 @@ from tests.conftest import DATA_DIR, needs_oracle, needs_shared_data
 
 pytestmark = needs_oracle
 
-TEXT = ("Hello there, tiny voice. This sentence is here so that the random model keeps talking long "
-        "enough to stream several chunks of audio.")  # ~30 text tokens: min_len 60 speech tokens
+TEXT = (
+    "Hello there, tiny voice. This sentence is here so that the random model keeps talking long "
+    "enough to stream several chunks of audio."
+)  # ~30 text tokens: min_len 60 speech tokens
 # HiFT integrates F0 into the sine phase over a whole call: ORT's and oneDNN's float32 convs differ by a
 # few ulps in F0 (~3e-5 Hz), and the phase error grows linearly along the call (tests/test_hift_streaming.py
 # pins F0 to show that everything else agrees to +-1 LSB). Flow mels agree to ~1e-5. Measured here: streaming
@@ -52,8 +55,8 @@ def upstream_tts(model, text_ids, prompt, stream: bool, seed: int, params):
 
 
 def runtime_tts(engine, prompt, stream: bool, seed: int):
-    from runtime.session import TtsSession
     from runtime import sampling
+    from runtime.session import TtsSession
 
     s = TtsSession(engine, prompt=prompt, seed=seed, stream=stream)
     pieces, tokens = [], []

@@ -1,10 +1,11 @@
 """flow.encoder: the exported graph reproduces upstream's pre-ODE computation on every case, and its
 `streaming` / `finalize` / `context` inputs act as upstream's streaming flags do."""
+
 import numpy as np
 import pytest
 
-from specs.compare import check_vectors
 from backends.ort import OrtRunner
+from specs.compare import check_vectors
 from specs.pack import Pack
 
 pytestmark = pytest.mark.oracle
@@ -87,9 +88,16 @@ def test_odd_lengths_match_upstream(tiny_model, encoder, n_tokens):
         emb = rng.standard_normal((1, 192)).astype(np.float32)
         want = upstream_pre_ode(tiny_model, gen, prompt, feat, emb, streaming, finalize)
         context = np.zeros((1, 3), np.int64) if finalize else gen[:, -3:]
-        got = session.run({"token": gen[:, :n_tokens].astype(np.int64), "context": context.astype(np.int64),
-                           "finalize": np.array([finalize]), "streaming": np.array([streaming]),
-                           "embedding": emb, "prompt_feat": feat})
+        got = session.run(
+            {
+                "token": gen[:, :n_tokens].astype(np.int64),
+                "context": context.astype(np.int64),
+                "finalize": np.array([finalize]),
+                "streaming": np.array([streaming]),
+                "embedding": emb,
+                "prompt_feat": feat,
+            }
+        )
         for name in ("mu", "spks", "cond"):
             tol = spec.tolerances[name]
             np.testing.assert_allclose(got[name], want[name], atol=tol.atol, rtol=tol.rtol)

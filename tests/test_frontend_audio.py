@@ -1,4 +1,5 @@
 """Prompt WAV loading: upstream-equal samples for good files, one clear ToolError per kind of bad file."""
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def test_samples_equal_upstream_load_wav(tmp_path, subtype):
     assert np.array_equal(load_prompt_wav(ZERO_SHOT_WAV).samples, load_wav(str(ZERO_SHOT_WAV), 24000).numpy()[0])
 
 
-@pytest.mark.parametrize("source,target", [(24000, 16000), (22050, 16000), (44100, 24000), (48000, 16000),
-                                           (16000, 24000), (22050, 24000)])
+@pytest.mark.parametrize(
+    "source,target", [(24000, 16000), (22050, 16000), (44100, 24000), (48000, 16000), (16000, 24000), (22050, 24000)]
+)
 @pytest.mark.parametrize("n", [16000, 16001, 22051, 44099])
 def test_resample_length_is_upstreams(source, target, n):
     y = resample(np.zeros(n, np.float32), source, target)
@@ -104,8 +106,9 @@ def test_other_container(tmp_path):
         load_prompt_wav(write(tmp_path / "p.flac", fmt="FLAC"))
 
 
-@pytest.mark.parametrize("subtype,what", [("PCM_U8", "8-bit PCM"), ("ULAW", "ULAW encoding"),
-                                          ("IMA_ADPCM", "IMA_ADPCM encoding")])
+@pytest.mark.parametrize(
+    "subtype,what", [("PCM_U8", "8-bit PCM"), ("ULAW", "ULAW encoding"), ("IMA_ADPCM", "IMA_ADPCM encoding")]
+)
 def test_unsupported_encodings(tmp_path, subtype, what):
     with pytest.raises(ToolError, match=f"uses {what}, which the frontend does not accept"):
         load_prompt_wav(write(tmp_path / "p.wav", subtype=subtype))
@@ -120,8 +123,11 @@ def test_stereo_is_averaged(tmp_path):
 def test_truncated_file(tmp_path):
     full = write(tmp_path / "full.wav").read_bytes()
     (tmp_path / "cut.wav").write_bytes(full[: len(full) // 2 + 1])
-    with pytest.raises(ToolError, match=r"WAV file is truncated: its header announces 32000 bytes of audio, "
-                                        r"the file holds 15979"):
+    with pytest.raises(
+        ToolError,
+        match=r"WAV file is truncated: its header announces 32000 bytes of audio, "
+        r"the file holds 15979",
+    ):
         load_prompt_wav(tmp_path / "cut.wav")
     (tmp_path / "head.wav").write_bytes(full[:30])  # cut inside the header
     with pytest.raises(ToolError, match="is not a readable WAV file"):

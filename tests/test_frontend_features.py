@@ -7,6 +7,7 @@ Tolerances (max abs difference; both sides float32 results, ours computed in flo
 - matcha prompt mel (natural log): 5e-4. Measured 1.1e-4, at low-energy bins near the 1e-5 floor.
 - mel filters: exact (float32 bit-equal to librosa and whisper's stored mel_filters.npz).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,9 +47,16 @@ def upstream_wavs():
 
 
 # ---- mel filters --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(16000, 400, 128, 0, None), (16000, 400, 80, 0, None),
-                                                       (24000, 1920, 80, 0, 8000), (22050, 1024, 80, 0, 8000),
-                                                       (24000, 1920, 100, 50, 12000)])
+@pytest.mark.parametrize(
+    "sr,n_fft,n_mels,fmin,fmax",
+    [
+        (16000, 400, 128, 0, None),
+        (16000, 400, 80, 0, None),
+        (24000, 1920, 80, 0, 8000),
+        (22050, 1024, 80, 0, 8000),
+        (24000, 1920, 100, 50, 12000),
+    ],
+)
 def test_slaney_filters_equal_librosa(sr, n_fft, n_mels, fmin, fmax):
     librosa = pytest.importorskip("librosa")
     want = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
@@ -69,8 +77,16 @@ def test_stft_matches_torch_stft():
     torch = pytest.importorskip("torch")
     x = signal(5003)
     for center, win in ((True, 400), (False, 320)):
-        want = torch.stft(torch.from_numpy(x).double(), 400, 160, win, torch.hann_window(win, dtype=torch.float64),
-                          center=center, pad_mode="reflect", return_complex=True).T.numpy()
+        want = torch.stft(
+            torch.from_numpy(x).double(),
+            400,
+            160,
+            win,
+            torch.hann_window(win, dtype=torch.float64),
+            center=center,
+            pad_mode="reflect",
+            return_complex=True,
+        ).T.numpy()
         got = dsp.stft(x, 400, 160, dsp.hann_window(win), center=center)
         assert got.shape == want.shape
         assert_close(np.abs(got - want), np.zeros(want.shape), 1e-9, f"stft center={center} win={win}")
@@ -132,8 +148,16 @@ def test_prompt_mel_other_parameters_equal_matcha():
     import torch
     from matcha.utils.audio import mel_basis, mel_spectrogram
 
-    cfg = {"n_fft": 1024, "num_mels": 80, "sampling_rate": 22050, "hop_size": 256, "win_size": 800, "fmin": 0,
-           "fmax": 8000, "center": False}
+    cfg = {
+        "n_fft": 1024,
+        "num_mels": 80,
+        "sampling_rate": 22050,
+        "hop_size": 256,
+        "win_size": 800,
+        "fmin": 0,
+        "fmax": 8000,
+        "center": False,
+    }
     wav = torch.from_numpy(signal(22050 + 77, seed=2))[None]
     mel_basis.clear()  # matcha caches filters by fmax only (pitfall P2): drop the v2 entry first
     want = mel_spectrogram(wav, **cfg).transpose(1, 2).numpy()

@@ -1,5 +1,6 @@
 """runtime/frontend depends only on numpy, onnxruntime, tokenizers, soundfile, soxr, kaldi-native-fbank,
 the standard library, specs/, backends/ and runtime/ (never torch, cosyvoice, transformers, librosa or exporters/)."""
+
 from __future__ import annotations
 
 import ast
@@ -10,10 +11,30 @@ from pathlib import Path
 from tests.conftest import DATA_DIR, REPO, needs_shared_data
 
 FRONTEND = REPO / "runtime" / "frontend"
-ALLOWED = {"numpy", "onnxruntime", "tokenizers", "soundfile", "soxr", "kaldi_native_fbank", "specs", "backends",
-           "runtime"}
-BANNED = ("torch", "torchaudio", "cosyvoice", "matcha", "transformers", "librosa", "whisper", "exporters",
-          "inflect", "regex", "scipy")
+ALLOWED = {
+    "numpy",
+    "onnxruntime",
+    "tokenizers",
+    "soundfile",
+    "soxr",
+    "kaldi_native_fbank",
+    "specs",
+    "backends",
+    "runtime",
+}
+BANNED = (
+    "torch",
+    "torchaudio",
+    "cosyvoice",
+    "matcha",
+    "transformers",
+    "librosa",
+    "whisper",
+    "exporters",
+    "inflect",
+    "regex",
+    "scipy",
+)
 
 
 def imported_roots(path: Path) -> set[str]:

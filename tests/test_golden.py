@@ -1,5 +1,6 @@
 """Conformance against the committed golden/tiny: a tiny pack exported from scratch reproduces the golden
 vectors (upstream PyTorch outputs) and the golden streaming run."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -26,7 +27,7 @@ def test_fresh_tiny_pack_reproduces_golden_vectors(tiny_pack):
     lines = []
     result = validate_pack(tiny_pack, ValidationOptions(golden=GOLDEN, log=lines.append))
     assert result.report.passed, "\n".join(lines)
-    assert sorted(result.golden_checked) == sorted(p.name[:-len(".vectors.npz")] for p in GOLDEN.glob("*.vectors.npz"))
+    assert sorted(result.golden_checked) == sorted(p.name[: -len(".vectors.npz")] for p in GOLDEN.glob("*.vectors.npz"))
     assert {"flow.encoder", "flow.decoder.estimator", "hift", "llm"} <= set(result.golden_checked)
     golden_lines = [ln for ln in lines if ln.startswith(("PASSED | golden:", "FAILED | golden:"))]
     assert golden_lines and all(ln.startswith("PASSED") for ln in golden_lines)

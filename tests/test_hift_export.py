@@ -1,5 +1,6 @@
 """exporters/graphs/hift.py: the tiny bundle's HiFT exports through the shared pipeline and passes its cases;
 the spec states what the runtime needs; the shared upstream model is left untouched."""
+
 import json
 
 import numpy as np
@@ -8,7 +9,6 @@ import pytest
 import torch
 
 from specs.pack import Pack
-from tests.support.hift import hift_pack  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.oracle
 
@@ -66,7 +66,7 @@ def test_case_shapes_and_first_chunk_is_zero_length(hift_pack):
     first_out = vectors["first_chunk"][1]
     np.testing.assert_array_equal(ins["steady_chunk"]["cache_source"], first_out["source"][:, :, -3840:])
     np.testing.assert_array_equal(ins["steady_chunk"]["mel"][:, :, :8], ins["first_chunk"]["mel"][:, :, -8:])
-    for case, (i, o) in vectors.items():
+    for i, o in vectors.values():
         assert o["audio"].shape == (1, 480 * i["mel"].shape[2])
         # upstream overwrote the start of the source with the cache, exactly
         c = i["cache_source"].shape[2]
@@ -105,5 +105,9 @@ def test_export_does_not_mutate_the_shared_model(tiny_model):
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
     with torch.no_grad():  # and the folded copy computes the same F0 as the parametrized original
-        torch.testing.assert_close(wrapper.hift.f0_predictor(torch.from_numpy(mel)),
-                                   hift.f0_predictor(torch.from_numpy(mel)), rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            wrapper.hift.f0_predictor(torch.from_numpy(mel)),
+            hift.f0_predictor(torch.from_numpy(mel)),
+            rtol=0,
+            atol=1e-5,
+        )

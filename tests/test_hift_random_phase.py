@@ -6,6 +6,7 @@ then linearly downsamples them by 1/480, which reads only samples 480k + 239 and
 runs upstream `hift.inference` with the same mel, cache and noise and different phases, including NaN:
 NaN would poison any output it reached, so bitwise-equal finite outputs show sample 0 is never read.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -31,8 +32,12 @@ def test_random_initial_phase_has_no_effect(tiny_model, cached):
     mel = upstream_flow_mel(tiny_model.flow, g, n_tokens=29)[:, :, :58]
     cache = 0.1 * torch.randn(1, 1, 3840 if cached else 0, generator=g)
     noise = torch.randn(1, 58 * 480, 9, generator=g)
-    phases = [torch.zeros(1, 9), torch.rand(1, 9, generator=g), torch.rand(1, 9, generator=g),
-              torch.full((1, 9), float("nan"))]
+    phases = [
+        torch.zeros(1, 9),
+        torch.rand(1, 9, generator=g),
+        torch.rand(1, 9, generator=g),
+        torch.full((1, 9), float("nan")),
+    ]
     outs = [_run(hift, mel, cache, noise, p) for p in phases]
     speech0, source0 = outs[0]
     assert torch.isfinite(speech0).all() and float(speech0.std()) > 0.05  # a real waveform, not silence

@@ -1,8 +1,10 @@
-"""exporters/rewrites/exact_float.py and exporters/rewrites/hift_source.py: the export-friendly sine source rounds like upstream.
+"""exporters/rewrites/exact_float.py and exporters/rewrites/hift_source.py: the export-friendly sine source
+rounds like upstream.
 
 The sine phase reaches ~1e4 rad, where one float32 ulp (~1e-3 rad) is several PCM LSBs, so these are
 bitwise checks against torch, not tolerance checks, except where stated.
 """
+
 from fractions import Fraction
 
 import numpy as np

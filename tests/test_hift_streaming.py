@@ -16,11 +16,16 @@ Two comparisons, because the residual error has one known source:
 import numpy as np
 import pytest
 
+from exporters.oracles.hift import (
+    PINNED_FLOAT_TOL,
+    PINNED_PCM_TOL_LSB,
+    STREAM_FLOAT_TOL,
+    STREAM_PCM_TOL_LSB,
+    graph_f0,
+    pinned_f0,
+)
 from specs.errors import ToolError
 from specs.pack import Pack
-from exporters.oracles.hift import (PINNED_FLOAT_TOL, PINNED_PCM_TOL_LSB, STREAM_FLOAT_TOL, STREAM_PCM_TOL_LSB,
-                                   graph_f0, pinned_f0)
-from tests.support.hift import hift_pack  # noqa: F401  (fixture)
 
 SEED = 7
 TOTAL_TOKENS = 194  # hops 25, 50, 100, then a final 19
@@ -34,13 +39,14 @@ def test_pcm16_rounds_and_saturates():
     assert got.dtype == np.dtype("<i2")
     assert got.tolist() == [0, 32440, -32440, 32767, -32768, 32767, -32768, 0, 1, -1]
     # upstream's (x * 2**15).astype(int16) would truncate 0.6 LSB to 0 and wrap 1.07 to a negative sample
-    assert (x[3] * 2 ** 15).astype(np.int16) < 0
+    assert (x[3] * 2**15).astype(np.int16) < 0
 
 
 @pytest.fixture(scope="module")
 def stream(tiny_model, hift_pack):
-    from exporters.oracles.flow import upstream_flow_mel
     import torch
+
+    from exporters.oracles.flow import upstream_flow_mel
 
     pack = Pack.open(hift_pack)
     hops = pack.chunk_policy.schedule(0).hops(TOTAL_TOKENS)
@@ -65,7 +71,7 @@ def _runtime_chunks(pack, hops, mel):
     stage.session.run = recording_run
     out, start = [], 0
     for k, hop in enumerate(hops):
-        chunk = mel[:, :, start:start + 2 * hop]
+        chunk = mel[:, :, start : start + 2 * hop]
         audio = stage._synthesize(chunk, final=k == len(hops) - 1)
         out.append((audio, pcm16(audio)))
         start += 2 * hop
@@ -129,12 +135,12 @@ def test_push_is_pcm_of_the_float_audio_and_deterministic(stream):
     stage = VocoderStage.from_pack(pack, seed=SEED)
     start = 0
     for k, hop in enumerate(hops):
-        pcm = stage.push(mel[:, :, start:start + 2 * hop], final=k == len(hops) - 1)
+        pcm = stage.push(mel[:, :, start : start + 2 * hop], final=k == len(hops) - 1)
         assert pcm.dtype == np.dtype("<i2")
         np.testing.assert_array_equal(pcm, pcm16(floats[k][0]))  # same seed: bitwise the same run
         start += 2 * hop
     # after the final chunk the stage starts a new utterance: zero-length cache and noise from frame 0 again
-    again = stage.push(mel[:, :, :2 * hops[0]])
+    again = stage.push(mel[:, :, : 2 * hops[0]])
     np.testing.assert_array_equal(again, floats[0][1])
 
 
@@ -156,8 +162,10 @@ def test_inconsistent_pack_constants_are_rejected(hift_pack, tmp_path):
     import json
     import shutil
 
-    for change, message in (({"source_cache_len": 4000}, "source_cache_len 4000 != mel_cache_len"),
-                            ({"crossfade": {"window": "hann", "length": 7680}}, "crossfade/window")):
+    for change, message in (
+        ({"source_cache_len": 4000}, "source_cache_len 4000 != mel_cache_len"),
+        ({"crossfade": {"window": "hann", "length": 7680}}, "crossfade/window"),
+    ):
         copy = tmp_path / f"pack-{len(list(tmp_path.iterdir()))}"
         shutil.copytree(hift_pack, copy)
         manifest = json.loads((copy / "manifest.json").read_text())

@@ -8,6 +8,7 @@ runtime/ and trt/ never load torch or the upstream package (the runtime installs
 tokenizer library); specs/ never loads an inference engine; trt/ loads TensorRT, Polygraphy and onnx only when
 it builds or runs a plan, so `--help` and `--dry-run` work without them (checked by importing every module).
 """
+
 from __future__ import annotations
 
 import ast
@@ -65,8 +66,7 @@ ALL = [m for p in OURS for m in [p, *module_names(p)]]
 def test_package_imports_only_what_its_layer_may(package):
     mods = [package, *module_names(package)]
     assert len(mods) >= 3
-    bad = [f"{m} imports {i}" for m in mods for i in sorted(imports_of(m))
-           if i.split(".")[0] in BANNED[package]]
+    bad = [f"{m} imports {i}" for m in mods for i in sorted(imports_of(m)) if i.split(".")[0] in BANNED[package]]
     assert not bad, "\n".join(bad)
 
 
@@ -108,17 +108,25 @@ def test_no_import_cycle_between_our_modules():
 def test_the_reader_sees_lazy_imports():
     """The AST reader is not fooled by an import inside a function (what the old runtime check missed)."""
     assert "trt.validate" in imports_of("conformance.validate") or any(
-        i.startswith("trt.validate") for i in imports_of("conformance.validate"))
+        i.startswith("trt.validate") for i in imports_of("conformance.validate")
+    )
     assert any(i.startswith("backends.trt_plan") for i in imports_of("runtime.engine"))
 
 
-@pytest.mark.parametrize("package, banned", [("runtime", UPSTREAM + ("exporters",)),
-                                             ("trt", UPSTREAM + ("exporters",) + LAZY_IN_TRT),
-                                             ("backends", UPSTREAM + LAZY_IN_TRT + ("onnxruntime",))])
+@pytest.mark.parametrize(
+    "package, banned",
+    [
+        ("runtime", UPSTREAM + ("exporters",)),
+        ("trt", UPSTREAM + ("exporters",) + LAZY_IN_TRT),
+        ("backends", UPSTREAM + LAZY_IN_TRT + ("onnxruntime",)),
+    ],
+)
 def test_importing_every_module_loads_no_banned_package(package, banned):
     mods = module_names(package)
-    code = (f"import importlib, sys\nfor m in {mods!r}: importlib.import_module(m)\n"
-            f"print(sorted({{n.split('.')[0] for n in sys.modules}} & {set(banned)!r}))")
+    code = (
+        f"import importlib, sys\nfor m in {mods!r}: importlib.import_module(m)\n"
+        f"print(sorted({{n.split('.')[0] for n in sys.modules}} & {set(banned)!r}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", f"{package}/ imports {out.stdout.strip()}"

@@ -5,6 +5,7 @@ Tolerance: |err| <= 5e-6 * max(1, absmax of the reference). Both sides are float
 (a 16-term dot product here, radix-2 butterflies in torch's FFT): measured <= 1e-6 on unit-scale signals.
 A wrong window, basis sign, envelope or trim gives errors of order 1e-1.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -33,8 +34,9 @@ def test_conv_stft_equals_torch_stft(n_fft, hop, length_hops):
     length = hop * length_hops
     x = 0.3 * torch.randn(1, length, generator=g)
     w = _window(n_fft)
-    ref = torch.view_as_real(torch.stft(x, n_fft, hop, n_fft, window=w, center=True, pad_mode="reflect",
-                                        return_complex=True))
+    ref = torch.view_as_real(
+        torch.stft(x, n_fft, hop, n_fft, window=w, center=True, pad_mode="reflect", return_complex=True)
+    )
     real, imag = ConvSTFT(n_fft, hop, w)(x)
     assert real.shape == ref.shape[:-1] == imag.shape
     _close(real, ref[..., 0], "real")
@@ -86,8 +88,16 @@ def test_exports_without_stft_ops_and_runs_any_length(tmp_path):
             return self.istft(*self.stft(x))
 
     path = tmp_path / "roundtrip.onnx"
-    torch.onnx.export(RoundTrip(), (torch.randn(1, 400),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {1: "n"}, "y": {1: "n"}}, opset_version=18, dynamo=False)
+    torch.onnx.export(
+        RoundTrip(),
+        (torch.randn(1, 400),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {1: "n"}, "y": {1: "n"}},
+        opset_version=18,
+        dynamo=False,
+    )
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert not ops & {"STFT", "DFT"}, ops
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

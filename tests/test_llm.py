@@ -1,6 +1,7 @@
 """The `llm` graph (tiny bundle): export + vectors, and runtime/llm_stage.py decoding vs upstream PyTorch's
 own `Qwen2LM.inference` loop: greedy tokens equal, sampled tokens equal with the same injected sampler and
 seed, min/max length and stop handling, IO-bound cache vs plain runs, and the INT8 variant."""
+
 from __future__ import annotations
 
 import itertools
@@ -22,8 +23,14 @@ def llm_pack(tiny_bundle, tmp_path_factory):
     from exporters.pipeline.pack import export_pack
 
     out = tmp_path_factory.mktemp("llm") / "pack"
-    result = export_pack(tiny_bundle, out, ["llm"], ExportOptions(seed=0, int8=True, log=lambda m: None),
-                         random_init={"size": "tiny", "seed": 0}, log=lambda m: None)
+    result = export_pack(
+        tiny_bundle,
+        out,
+        ["llm"],
+        ExportOptions(seed=0, int8=True, log=lambda m: None),
+        random_init={"size": "tiny", "seed": 0},
+        log=lambda m: None,
+    )
     return out, result
 
 
@@ -52,8 +59,10 @@ def test_export_checks_every_case_and_the_int8_variant(llm_pack):
     spec = pack.graph("llm").spec()
     n = spec.facts["num_layers"]
     assert spec.input_names[:3] == ["inputs_embeds", "attention_mask", "position_ids"]
-    assert [(c.input, c.output) for c in spec.caches][:2] == [("past_key_values.0.key", "present.0.key"),
-                                                            ("past_key_values.0.value", "present.0.value")]
+    assert [(c.input, c.output) for c in spec.caches][:2] == [
+        ("past_key_values.0.key", "present.0.key"),
+        ("past_key_values.0.value", "present.0.value"),
+    ]
     assert len(spec.caches) == 2 * n and spec.output_names[0] == "logits"
     assert pack.graph("llm.int8").precision == "int8"
     assert pack.data("llm.embed_tokens").shape == (spec.facts["text_vocab_size"], spec.facts["hidden_size"])
@@ -85,8 +94,9 @@ def test_greedy_50_tokens_equal_upstream(llm_pack, tiny_model, io_binding):
     from runtime.llm_stage import LLMStage
     from runtime.sampling import greedy
 
-    ours = take(LLMStage(llm_pack[0], io_binding=io_binding).generate(TEXT, PROMPT_TEXT, PROMPT_SPEECH,
-                                                                      sampler=greedy), 50)
+    ours = take(
+        LLMStage(llm_pack[0], io_binding=io_binding).generate(TEXT, PROMPT_TEXT, PROMPT_SPEECH, sampler=greedy), 50
+    )
     ref = take(upstream_decode(tiny_model.llm, TEXT, PROMPT_TEXT, PROMPT_SPEECH), 50)
     assert len(ref) == 50 and ours == ref
 
@@ -100,8 +110,9 @@ def test_sampled_decode_equals_upstream_with_the_same_sampler_and_seed(stage, ti
     text = TEXT[:5]  # max_len 100 steps
     for seed in (0, 1):
         ours = list(stage.generate(text, PROMPT_TEXT, PROMPT_SPEECH, sampler=RasSampler(seed, stage.params)))
-        ref = list(upstream_decode(tiny_model.llm, text, PROMPT_TEXT, PROMPT_SPEECH,
-                                   sampler=RasSampler(seed, stage.params)))
+        ref = list(
+            upstream_decode(tiny_model.llm, text, PROMPT_TEXT, PROMPT_SPEECH, sampler=RasSampler(seed, stage.params))
+        )
         assert ours == ref and len(set(ours)) > 10
 
 
@@ -112,10 +123,10 @@ def test_min_len_masks_eos_and_max_len_caps(stage, tiny_model):
     text = TEXT[:4]  # min_len 8, max_len 80
 
     def eos_when_allowed(scores, decoded):  # picks eos as soon as it is not masked
-        return eos if np.isfinite(scores[eos]) else int(np.argmax(scores[:min(stops)]))
+        return eos if np.isfinite(scores[eos]) else int(np.argmax(scores[: min(stops)]))
 
     def never_stop(scores, decoded):
-        return int(np.argmax(scores[:min(stops)]))
+        return int(np.argmax(scores[: min(stops)]))
 
     for sampler, expected_len in ((eos_when_allowed, 8), (never_stop, 80)):
         ours = list(stage.generate(text, PROMPT_TEXT, PROMPT_SPEECH, sampler=sampler))

@@ -1,5 +1,6 @@
 """Bi-streaming text input: the runtime's BistreamDecoder on the exported LLM vs upstream
 `Qwen2LM.inference_bistream` in PyTorch, same text token stream, same sampler and seed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,10 +32,17 @@ def upstream_bistream(llm, text_ids, prompt_text, prompt_speech, seed, params):
 
     row = lambda a: torch.as_tensor(np.asarray(a, np.int64).reshape(1, -1), dtype=torch.int32)  # noqa: E731
     with injected_sampler(llm, lambda scores, decoded: ras_sample(scores, decoded, rng, params)):
-        return [int(t) for t in llm.inference_bistream(
-            text=text_tokens(), prompt_text=row(prompt_text), prompt_text_len=torch.tensor([len(prompt_text)]),
-            prompt_speech_token=row(prompt_speech), prompt_speech_token_len=torch.tensor([len(prompt_speech)]),
-            embedding=torch.zeros(0, 192))]
+        return [
+            int(t)
+            for t in llm.inference_bistream(
+                text=text_tokens(),
+                prompt_text=row(prompt_text),
+                prompt_text_len=torch.tensor([len(prompt_text)]),
+                prompt_speech_token=row(prompt_speech),
+                prompt_speech_token_len=torch.tensor([len(prompt_speech)]),
+                embedding=torch.zeros(0, 192),
+            )
+        ]
 
 
 def runtime_bistream(stage, pieces, prompt_text, prompt_speech, seed):
@@ -62,7 +70,7 @@ def test_bistream_tokens_equal_upstream(llm_stage, tiny_model, n_prompt_speech):
     text = [int(t) for t in rng.integers(0, 151000, 23)]
     prompt_text = [int(t) for t in rng.integers(0, 151000, 7)]
     prompt_speech = [int(t) for t in rng.integers(0, 6561, n_prompt_speech)]
-    pieces = [text[i:i + 4] for i in range(0, len(text), 4)]  # text arrives 4 tokens at a time
+    pieces = [text[i : i + 4] for i in range(0, len(text), 4)]  # text arrives 4 tokens at a time
     expected = upstream_bistream(tiny_model.llm, text, prompt_text, prompt_speech, 11, llm_stage.params)
     got, waits = runtime_bistream(llm_stage, pieces, prompt_text, prompt_speech, 11)
     assert len(expected) > 30

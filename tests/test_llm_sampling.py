@@ -1,6 +1,7 @@
 """runtime/sampling.py against upstream `ras_sampling` / `sampling_ids`: forced cases (degenerate
 distributions, the nucleus boundary, top-k ties, the repetition fallback, eos masking) and the sampled
 distribution (chi-square against the exact ras_sampling distribution, for ours and upstream's alike)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,11 @@ def upstream_ras(scores: np.ndarray, decoded: list[int], seed: int) -> int:
     from cosyvoice.utils.common import ras_sampling
 
     torch.manual_seed(seed)
-    return int(ras_sampling(torch.tensor(scores, dtype=torch.float32), list(decoded), 25,
-                            top_p=0.8, top_k=25, win_size=10, tau_r=0.1))
+    return int(
+        ras_sampling(
+            torch.tensor(scores, dtype=torch.float32), list(decoded), 25, top_p=0.8, top_k=25, win_size=10, tau_r=0.1
+        )
+    )
 
 
 def exact_ras_distribution(scores: np.ndarray, decoded: list[int], p: RasParams = RasParams()) -> np.ndarray:
@@ -25,7 +29,7 @@ def exact_ras_distribution(scores: np.ndarray, decoded: list[int], p: RasParams 
     drawn token masked) when the drawn token occurs in the last win_size tokens."""
     ids, probs = nucleus_candidates(scores, p.top_p, p.top_k)
     dist = np.zeros(len(scores))
-    recent = list(decoded[-p.win_size:])
+    recent = list(decoded[-p.win_size :])
     for token, q in zip(ids, probs / probs.sum(dtype=np.float64)):
         if recent.count(int(token)) >= p.win_size * p.tau_r:
             masked = np.array(scores, np.float32)

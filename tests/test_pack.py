@@ -1,4 +1,5 @@
 """Pack writing is atomic; reading checks the schema and every file's hash."""
+
 import json
 
 import numpy as np
@@ -19,8 +20,12 @@ MANIFEST = {
 def write_toy_pack(dest):
     with PackWriter(dest) as w:
         w.path("toy.onnx").write_bytes(b"not really onnx")
-        vectors = {"first_chunk": ({"x": np.ones((1, 4, 2), np.float32), "cache": np.zeros((1, 0), np.float32)},
-                                   {"y": np.arange(8, dtype=np.float32)[None]})}
+        vectors = {
+            "first_chunk": (
+                {"x": np.ones((1, 4, 2), np.float32), "cache": np.zeros((1, 0), np.float32)},
+                {"y": np.arange(8, dtype=np.float32)[None]},
+            )
+        }
         w.add_graph("toy", make_spec(), "toy.onnx", vectors, opset=18)
         w.add_data("table", np.arange(6, dtype=np.float32).reshape(2, 3), "a lookup table")
         return w.commit(MANIFEST)
@@ -74,9 +79,11 @@ def test_invalid_manifest_names_field(tmp_path):
 
 
 def test_vectors_keys_and_zero_length_arrays(tmp_path):
-    save_vectors(tmp_path / "v.npz", {"c": ({"past_key_values.0.key": np.zeros((1, 2, 0, 4), np.float32)},
-                                            {"logits": np.ones(3, np.float32)})})
-    (ins, outs), = load_vectors(tmp_path / "v.npz").values()
+    save_vectors(
+        tmp_path / "v.npz",
+        {"c": ({"past_key_values.0.key": np.zeros((1, 2, 0, 4), np.float32)}, {"logits": np.ones(3, np.float32)})},
+    )
+    ((ins, outs),) = load_vectors(tmp_path / "v.npz").values()
     assert ins["past_key_values.0.key"].shape == (1, 2, 0, 4) and outs["logits"].sum() == 3
 
 

@@ -1,12 +1,15 @@
 """Hot-path resources: sessions are created once per process, and memory does not grow with use."""
+
 from __future__ import annotations
 
 import gc
 import resource
 import tracemalloc
 
-TEXT = ("A long synthesis, repeated: the process must not grow while it keeps talking, because every "
-        "session and buffer is made once and reused.")
+TEXT = (
+    "A long synthesis, repeated: the process must not grow while it keeps talking, because every "
+    "session and buffer is made once and reused."
+)
 
 
 def rss_mb() -> float:

@@ -1,4 +1,5 @@
 """specs/noise.py: vocoder noise addressed by absolute mel frame (no torch, no oracle needed)."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,8 @@ def test_chunked_draws_equal_monolithic_draws():
     parts, start = [], 0
     for cached, new in [(0, 50), (8, 100), (8, 200), (8, 38)]:
         chunk = noise(start - cached, cached + new)
-        np.testing.assert_array_equal(chunk, whole[:, (start - cached) * 480:(start + new) * 480])
-        parts.append(chunk[:, cached * 480:])
+        np.testing.assert_array_equal(chunk, whole[:, (start - cached) * 480 : (start + new) * 480])
+        parts.append(chunk[:, cached * 480 :])
         start += new
     np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
 

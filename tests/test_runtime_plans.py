@@ -2,6 +2,7 @@
 and sends calls no profile takes to ONNX Runtime. The plan runner is faked (no GPU/TensorRT here): it runs
 the graph on ONNX Runtime and records the calls, so what is tested is the runtime's wiring and refusal
 logic, not TensorRT itself (tests/test_trt_gpu.py does that on a GPU host)."""
+
 from __future__ import annotations
 
 import shutil
@@ -46,9 +47,19 @@ def plan_pack(tiny_pack, tmp_path):
     shutil.copytree(tiny_pack, pack_dir)
     pack = Pack.open(pack_dir)
     plan = next(e for e in plan_engines(pack, precisions=["fp16"], graphs=["hift"]).engines if e.chunk == "stream")
-    meta = make_meta(plan, fake_host(), pack.chunk_policy, built_onnx_sha256=plan.source_sha256,
-                     fp32_nodes=[], flags=["STRONGLY_TYPED"], workspace_bytes=1 << 30, build_seconds=1.0,
-                     tolerances=plan_tolerances(plan.spec, "fp16"), validation=None, tool_version="test")
+    meta = make_meta(
+        plan,
+        fake_host(),
+        pack.chunk_policy,
+        built_onnx_sha256=plan.source_sha256,
+        fp32_nodes=[],
+        flags=["STRONGLY_TYPED"],
+        workspace_bytes=1 << 30,
+        build_seconds=1.0,
+        tolerances=plan_tolerances(plan.spec, "fp16"),
+        validation=None,
+        tool_version="test",
+    )
     commit_plan(pack_dir, plan, b"fake engine", meta)
     return pack_dir
 
@@ -63,7 +74,6 @@ def cpu_as_cuda(monkeypatch):
 
 def test_runtime_uses_the_packs_plan_and_falls_back_per_call(plan_pack, cpu_as_cuda, monkeypatch):
     import backends.trt_plan
-
     from runtime.engine import PackEngine
     from runtime.session import TtsSession
     from specs.pack import Pack
@@ -87,7 +97,6 @@ def test_runtime_uses_the_packs_plan_and_falls_back_per_call(plan_pack, cpu_as_c
 
 def test_mismatched_plan_is_refused_with_the_rebuild_command(plan_pack, cpu_as_cuda, monkeypatch):
     import backends.trt_plan
-
     from runtime.engine import PackEngine
     from specs.pack import Pack
 

@@ -1,4 +1,5 @@
 """Audio correctness of the runtime on the tiny pack: determinism, fixed chunks, continuity, bad input."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,10 @@ import pytest
 
 from specs.errors import ToolError
 
-TEXT = ("Hello there, tiny voice. This sentence is here so that the random model keeps talking long "
-        "enough to stream several chunks of audio.")  # ~30 text tokens: min_len 60 speech tokens
+TEXT = (
+    "Hello there, tiny voice. This sentence is here so that the random model keeps talking long "
+    "enough to stream several chunks of audio."
+)  # ~30 text tokens: min_len 60 speech tokens
 
 
 def run_session(engine, text=TEXT, seed=0, stream=True, mode="synthesize", **kw):
@@ -136,13 +139,16 @@ def test_tokens_only_path_needs_no_llm(engine):
     assert sum(c.n_samples for c in chunks) == 80 * 2 * 480  # 2 mel frames per token, 480 samples per frame
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda s: s.synthesize("   "), "text | is empty"),
-    (lambda s: s.synthesize("x" * 20_001), "text | is 20001 characters"),
-    (lambda s: s.synthesize("?!..."), "nothing to say after normalisation"),
-    (lambda s: s.push_tokens([1, 2, 7000]), "out of range, e.g. 7000"),
-    (lambda s: s.push_tokens([]), "speech tokens | are empty"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s: s.synthesize("   "), "text | is empty"),
+        (lambda s: s.synthesize("x" * 20_001), "text | is 20001 characters"),
+        (lambda s: s.synthesize("?!..."), "nothing to say after normalisation"),
+        (lambda s: s.push_tokens([1, 2, 7000]), "out of range, e.g. 7000"),
+        (lambda s: s.push_tokens([]), "speech tokens | are empty"),
+    ],
+)
 def test_bad_session_input(engine, call, message):
     from runtime.session import TtsSession
 

@@ -1,4 +1,5 @@
 """The pack contract: I/O spec schema + consistency, feed checks, and the comparator's verdicts."""
+
 import json
 
 import numpy as np
@@ -6,8 +7,8 @@ import pytest
 
 from specs.compare import Report, compare
 from specs.errors import ToolError
+from specs.io_spec import GraphSpec, Tolerance
 from tests.support.specs import make_spec
-from specs.io_spec import CachePair, Dim, GraphSpec, TensorSpec, TestCase, Tolerance
 
 
 def test_spec_round_trips_through_json_and_schema():
@@ -17,14 +18,17 @@ def test_spec_round_trips_through_json_and_schema():
     assert again.free_dims() == ["frames", "cache_len"]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["inputs"][0]["shape"].__setitem__(2, "nope"), "undeclared dim 'nope'"),
-    (lambda d: d["dims"]["frames"].update(min=50), "min/opt/max 50/10/100"),
-    (lambda d: d["tolerances"].pop("y"), "output 'y' has no tolerance"),
-    (lambda d: d["tolerances"]["y"].update(reason="short"), "field tolerances/y/reason"),
-    (lambda d: d["inputs"][0].update(dtype="float64"), "field inputs/0/dtype"),
-    (lambda d: d.pop("cases"), "'cases' is a required property"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["inputs"][0]["shape"].__setitem__(2, "nope"), "undeclared dim 'nope'"),
+        (lambda d: d["dims"]["frames"].update(min=50), "min/opt/max 50/10/100"),
+        (lambda d: d["tolerances"].pop("y"), "output 'y' has no tolerance"),
+        (lambda d: d["tolerances"]["y"].update(reason="short"), "field tolerances/y/reason"),
+        (lambda d: d["inputs"][0].update(dtype="float64"), "field inputs/0/dtype"),
+        (lambda d: d.pop("cases"), "'cases' is a required property"),
+    ],
+)
 def test_bad_specs_are_named_errors(mutate, message):
     d = make_spec().to_dict()
     mutate(d)
@@ -39,12 +43,15 @@ def test_check_feed_accepts_zero_length_cache_and_binds_dims():
     assert bound == {"frames": 7, "cache_len": 0}
 
 
-@pytest.mark.parametrize("feed, message", [
-    ({"x": np.zeros((1, 4, 7), np.float64), "cache": np.zeros((1, 0), np.float32)}, "dtype float64"),
-    ({"x": np.zeros((1, 5, 7), np.float32), "cache": np.zeros((1, 0), np.float32)}, "axis 1 fixed at 4"),
-    ({"x": np.zeros((1, 4, 101), np.float32), "cache": np.zeros((1, 0), np.float32)}, "frames in [1, 100]"),
-    ({"x": np.zeros((1, 4, 7), np.float32)}, "missing ['cache']"),
-])
+@pytest.mark.parametrize(
+    "feed, message",
+    [
+        ({"x": np.zeros((1, 4, 7), np.float64), "cache": np.zeros((1, 0), np.float32)}, "dtype float64"),
+        ({"x": np.zeros((1, 5, 7), np.float32), "cache": np.zeros((1, 0), np.float32)}, "axis 1 fixed at 4"),
+        ({"x": np.zeros((1, 4, 101), np.float32), "cache": np.zeros((1, 0), np.float32)}, "frames in [1, 100]"),
+        ({"x": np.zeros((1, 4, 7), np.float32)}, "missing ['cache']"),
+    ],
+)
 def test_check_feed_rejects_with_a_clear_message(feed, message):
     with pytest.raises(ToolError) as e:
         make_spec().check_feed(feed)

@@ -1,5 +1,6 @@
 """`tts-build-trt` through its real entry point (cli_entry: one-line errors, exit codes), and import
 hygiene: trt/ never pulls in torch, cosyvoice, exporters/ or (for --help / --dry-run) TensorRT."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,8 +15,12 @@ HOST = probe_host()
 
 
 def cli(*args, expect_error=False, code=None):
-    proc = subprocess.run([sys.executable, "-c", "from trt.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from trt.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if code is not None:
         assert proc.returncode == code, proc.stderr
     elif expect_error:
@@ -57,19 +62,23 @@ def test_dry_run_tiny_pack(tiny_pack):
 def test_real_build_without_tensorrt_or_gpu_fails_clearly(pack_dir):
     before = {p: p.read_bytes() for p in pack_dir.rglob("*") if p.is_file()}
     err = cli("--pack", pack_dir, code=1).stderr.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("ERROR | tts-build-trt | building TensorRT engines is "
-                                                         "not possible on this host")
+    assert len(err.splitlines()) == 1 and err.startswith(
+        "ERROR | tts-build-trt | building TensorRT engines is not possible on this host"
+    )
     assert "pip install 'tensorrt-cu13" in err and "polygraphy" in err
     assert {p: p.read_bytes() for p in pack_dir.rglob("*") if p.is_file()} == before
 
 
-@pytest.mark.parametrize("args, code, text", [
-    (["--precision", "fp8"], 2, "Invalid value for --precision"),
-    (["--chunk", "realtime"], 2, "Invalid value for --chunk"),
-    (["--max-dim", "frames"], 2, "expected DIM=N"),
-    (["--zero-length", "skip"], 2, "--zero-length"),
-    (["--graphs", "hift"], 1, "ERROR | --graphs | pack has no graph 'hift'"),
-])
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["--precision", "fp8"], 2, "Invalid value for --precision"),
+        (["--chunk", "realtime"], 2, "Invalid value for --chunk"),
+        (["--max-dim", "frames"], 2, "expected DIM=N"),
+        (["--zero-length", "skip"], 2, "--zero-length"),
+        (["--graphs", "hift"], 1, "ERROR | --graphs | pack has no graph 'hift'"),
+    ],
+)
 def test_bad_options(pack_dir, args, code, text):
     proc = cli("--pack", pack_dir, "--dry-run", *args, code=code)
     assert text in proc.stderr
@@ -77,4 +86,6 @@ def test_bad_options(pack_dir, args, code, text):
 
 def test_missing_pack_is_one_line(tmp_path):
     err = cli("--pack", tmp_path / "nope", "--dry-run", code=1).stderr.strip()
-    assert err == f"ERROR | {tmp_path / 'nope'} | pack directory does not exist. Note: a directory written by tts-export"
+    assert (
+        err == f"ERROR | {tmp_path / 'nope'} | pack directory does not exist. Note: a directory written by tts-export"
+    )

@@ -1,5 +1,6 @@
 """Real TensorRT builds of the tiny pack (FP32 and FP16), validated against ONNX Runtime, loaded by the
 runtime's loader. Skipped without TensorRT, Polygraphy and an NVIDIA GPU (never run on the CPU hosts)."""
+
 from __future__ import annotations
 
 import shutil
@@ -9,9 +10,12 @@ import pytest
 from backends.trt_host import probe_host
 
 HOST = probe_host()
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not HOST.can_run, reason="needs TensorRT, Polygraphy and an NVIDIA GPU: "
-                                 + "; ".join(HOST.problems))]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not HOST.can_run, reason="needs TensorRT, Polygraphy and an NVIDIA GPU: " + "; ".join(HOST.problems)
+    ),
+]
 
 
 @pytest.fixture
@@ -19,14 +23,16 @@ def pack_copy(tiny_pack, tmp_path):
     return shutil.copytree(tiny_pack, tmp_path / "pack")
 
 
-@pytest.mark.parametrize("graph, chunk", [("flow.decoder.estimator", "stream"), ("hift", "stream"),
-                                          ("flow.encoder", "offline"), ("llm", "any")])
+@pytest.mark.parametrize(
+    "graph, chunk",
+    [("flow.decoder.estimator", "stream"), ("hift", "stream"), ("flow.encoder", "offline"), ("llm", "any")],
+)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_build_validate_load(pack_copy, graph, chunk, precision):
+    from backends.trt_plan import open_plan
     from specs.pack import Pack
     from trt.build import build_plans
     from trt.plans import plan_engines
-    from backends.trt_plan import open_plan
     from trt.validate import check_plans
 
     pack = Pack.open(pack_copy)

@@ -1,5 +1,6 @@
 """Plans in a pack without TensorRT: engine planning, metadata schema, atomic commit, verified reading,
 and the runtime's refusal of plans built for another GPU / TensorRT / graph."""
+
 from __future__ import annotations
 
 import json
@@ -7,14 +8,13 @@ import shutil
 
 import pytest
 
+from backends.trt_plan import check_plan, find_plan, open_plan, plan_mismatches, read_plan, select_profile
 from specs.errors import ToolError
 from specs.pack import MANIFEST, Pack
-from backends.trt_plan import read_plan
+from tests.support.trt_fakes import commit_fake_plan, fake_host, make_fake_pack
 from trt.plan_store import commit_plan
 from trt.plans import plan_engines
-from backends.trt_plan import check_plan, find_plan, open_plan, plan_mismatches, select_profile
 from trt.validate import check_plans
-from tests.support.trt_fakes import commit_fake_plan, fake_host, make_fake_pack
 
 
 @pytest.fixture
@@ -88,14 +88,24 @@ def test_failed_commit_leaves_pack_unchanged(pack_dir):
 
 
 def test_invalid_metadata_never_reaches_the_pack(pack_dir):
-    from trt.plan_store import make_meta
     from specs.chunk_policy import ChunkPolicy
+    from trt.plan_store import make_meta
 
     pack = Pack.open(pack_dir)
     plan = plan_engines(pack).engines[0]
     with pytest.raises(ToolError, match="metadata of plan toy.fp16.any"):
-        make_meta(plan, fake_host(gpu_name=""), ChunkPolicy.from_manifest(pack.audio), built_onnx_sha256="x",
-                  fp32_nodes=[], flags=[], workspace_bytes=0, build_seconds=0, tolerances={}, validation=None)
+        make_meta(
+            plan,
+            fake_host(gpu_name=""),
+            ChunkPolicy.from_manifest(pack.audio),
+            built_onnx_sha256="x",
+            fp32_nodes=[],
+            flags=[],
+            workspace_bytes=0,
+            build_seconds=0,
+            tolerances={},
+            validation=None,
+        )
 
 
 @pytest.mark.parametrize("target", ["plan", "json"])
@@ -106,12 +116,15 @@ def test_tampered_plan_or_metadata_refused(pack_dir, target):
         read_plan(Pack.open(pack_dir), "toy.fp16.any")
 
 
-# ---- the runtime's refusal --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("host_kwargs, field", [
-    ({"gpu_name": "NVIDIA A100-SXM4-80GB", "cc": "8.0"}, "GPU name"),
-    ({"cc": "9.1"}, "GPU compute capability"),
-    ({"trt_version": "11.4.0.106"}, "TensorRT version"),
-])
+# ---- the runtime's refusal ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "host_kwargs, field",
+    [
+        ({"gpu_name": "NVIDIA A100-SXM4-80GB", "cc": "8.0"}, "GPU name"),
+        ({"cc": "9.1"}, "GPU compute capability"),
+        ({"trt_version": "11.4.0.106"}, "TensorRT version"),
+    ],
+)
 def test_mismatched_host_refused_with_rebuild_command(pack_dir, host_kwargs, field):
     commit_fake_plan(pack_dir)
     pack = Pack.open(pack_dir)

@@ -1,15 +1,16 @@
 """The one fp16 converter (backends/fp16.py) and the graphs' fp16 policies, checked on CPU: keep rules resolved
 on real graphs, the mixed-precision ONNX (fp32 I/O, kept nodes fp32) running on ONNX Runtime, tolerances."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from backends.fp16 import make_mixed_onnx, resolve_fp32_nodes
 from specs.pack import Pack
 from specs.precision import Fp32Keep
-from backends.fp16 import make_mixed_onnx, resolve_fp32_nodes
-from trt.plans import plan_tolerances
 from tests.support.trt_fakes import toy_spec
+from trt.plans import plan_tolerances
 
 onnx = pytest.importorskip("onnx")
 
@@ -27,25 +28,36 @@ def test_tolerances_per_precision(tiny_pack):
 def test_trig_arguments_rule_keeps_sin_and_its_argument():
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Mul", ["t", "k"], ["arg"], name="scale"),
-             helper.make_node("Sin", ["arg"], ["s"], name="sin"),
-             helper.make_node("MatMul", ["s", "w"], ["y"], name="proj")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "tkw"],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    nodes = [
+        helper.make_node("Mul", ["t", "k"], ["arg"], name="scale"),
+        helper.make_node("Sin", ["arg"], ["s"], name="sin"),
+        helper.make_node("MatMul", ["s", "w"], ["y"], name="proj"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "tkw"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     assert resolve_fp32_nodes(helper.make_model(g), Fp32Keep(trig_arguments=True)) == ["scale", "sin"]
 
 
 def test_paths_rule_keeps_the_magnitude_path():
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Conv", ["x", "w"], ["h"], name="conv"),
-             helper.make_node("Exp", ["h"], ["m"], name="exp"),
-             helper.make_node("Mul", ["m", "h"], ["p"], name="polar"),
-             helper.make_node("Relu", ["h"], ["side"], name="side"),
-             helper.make_node("Div", ["p", "env"], ["audio"], name="envelope")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-                                       for n in ("x", "w", "env")],
-                          [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("audio", "side")])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["h"], name="conv"),
+        helper.make_node("Exp", ["h"], ["m"], name="exp"),
+        helper.make_node("Mul", ["m", "h"], ["p"], name="polar"),
+        helper.make_node("Relu", ["h"], ["side"], name="side"),
+        helper.make_node("Div", ["p", "env"], ["audio"], name="envelope"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "w", "env")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("audio", "side")],
+    )
     keep = Fp32Keep(paths=(("Exp", "audio"),), name_patterns=(r"^si",))
     assert resolve_fp32_nodes(helper.make_model(g), keep) == ["envelope", "exp", "polar", "side"]
 

@@ -1,16 +1,17 @@
 """Profile derivation from the I/O specs alone: the four CosyVoice2 graphs' declared profiles in the tiny pack's
 real specs (the exporters compute them from the chunk policy), the chunk schedule, min <= opt <= max
 violations, --max-dim with sum dims, zero-length handling. No TensorRT needed."""
+
 from __future__ import annotations
 
 import pytest
 
-from specs.errors import ToolError
-from specs.pack import Pack
 from specs.chunk_policy import ChunkPolicy
+from specs.errors import ToolError
 from specs.io_spec import DimRange, ProfileSpec
-from trt.profiles import Profile, check_shapes, derive_profiles
+from specs.pack import Pack
 from tests.support.trt_fakes import CHUNK_POLICY, toy_spec
+from trt.profiles import Profile, check_shapes, derive_profiles
 
 POLICY = ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY})
 
@@ -54,8 +55,9 @@ def test_chunk_policy_cross_field_rules():
     with pytest.raises(ToolError, match="source_cache_len 100 != mel_cache_len 8 x samples_per_mel_frame 480"):
         ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": bad})
     with pytest.raises(ToolError, match="token_hop_len 30 / token_max_hop_len 20"):
-        ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": {**CHUNK_POLICY, "token_hop_len": 30,
-                                                                          "token_max_hop_len": 20}})
+        ChunkPolicy.from_manifest(
+            {"sample_rate": 24000, "chunk_policy": {**CHUNK_POLICY, "token_hop_len": 30, "token_max_hop_len": 20}}
+        )
     assert ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY}).to_dict() == CHUNK_POLICY
 
 
@@ -84,8 +86,12 @@ def test_hift_stream_splits_first_chunk(pack):
         f, s = prof.dims["frames"], prof.dims["samples"]
         assert (s.min, s.opt, s.max) == (480 * f.min, 480 * f.opt, 480 * f.max)
     [zl] = gp.zero_length
-    assert (zl.dim, zl.handling, zl.profiles, zl.tensors) == ("cache_samples", "profile", ["first_chunk"],
-                                                              ["cache_source[2]"])
+    assert (zl.dim, zl.handling, zl.profiles, zl.tensors) == (
+        "cache_samples",
+        "profile",
+        ["first_chunk"],
+        ["cache_source[2]"],
+    )
 
 
 def test_hift_offline_is_one_zero_cache_call(pack):
@@ -116,8 +122,10 @@ def test_llm_prefill_and_decode(pack):
     assert dec["sequence_length"] == (1, 1, 64)
     assert dec["total_sequence_length"][2] == 4096
     for prof in (pre, dec):  # total = past + new at min, opt and max (profiles are boxes)
-        assert all(prof["total_sequence_length"][i] == prof["past_sequence_length"][i] + prof["sequence_length"][i]
-                   for i in range(3))
+        assert all(
+            prof["total_sequence_length"][i] == prof["past_sequence_length"][i] + prof["sequence_length"][i]
+            for i in range(3)
+        )
     assert [z.dim for z in gp.zero_length] == ["past_sequence_length"]
 
 
@@ -142,8 +150,10 @@ def test_every_graph_declares_what_trt_needs(pack):
 # ---- generic rules, violations, zero length ---------------------------------------------------------------------
 def test_profile_naming_no_dim_uses_spec_and_splits_zero_length():
     gp = derive_profiles(toy_spec(), "any")
-    assert ranges(gp) == {"all_calls": {"n": (1, 8, 64), "c": (1, 4, 16)},
-                          "all_calls.c_empty": {"n": (1, 8, 64), "c": (0, 0, 0)}}
+    assert ranges(gp) == {
+        "all_calls": {"n": (1, 8, 64), "c": (1, 4, 16)},
+        "all_calls.c_empty": {"n": (1, 8, 64), "c": (0, 0, 0)},
+    }
     assert gp.zero_length[0].handling == "profile"
 
 

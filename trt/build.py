@@ -1,22 +1,24 @@
 """Build TensorRT engines for a pack with Polygraphy's loaders, validate them, commit them into the pack.
 
-Per engine: (fp16: mixed-precision ONNX from the graph's fp16 policy, backends/fp16.py) -> NetworkFromOnnxPath(strongly typed) ->
-CreateConfig(profiles, workspace, TF32 off) -> EngineBytesFromNetwork -> run the graph's test vectors
-that fit a profile on TensorRT and ONNX Runtime and compare (trt/validate.py) -> commit (plan_store).
+Per engine: (fp16: mixed-precision ONNX from the graph's fp16 policy, backends/fp16.py) ->
+NetworkFromOnnxPath(strongly typed) -> CreateConfig(profiles, workspace, TF32 off) -> EngineBytesFromNetwork
+-> run the graph's test vectors that fit a profile on TensorRT and ONNX Runtime and compare (trt/validate.py)
+-> commit (plan_store).
 Engines are only ever built here, never at run time. TensorRT and Polygraphy are imported lazily.
 """
+
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from specs.errors import ToolError
-from specs.pack import Pack, sha256_file
 from backends.fp16 import make_mixed_onnx
 from backends.trt_host import HostInfo, require_host
+from specs.errors import ToolError
+from specs.pack import Pack, sha256_file
 from trt.plan_store import commit_plan, make_meta
 from trt.plans import EnginePlan, plan_tolerances
 
@@ -44,8 +46,9 @@ def polygraphy_profiles(plan: EnginePlan) -> list:
     return out
 
 
-def build_engine(pack: Pack, plan: EnginePlan, workspace_gib: float, log: Callable[[str], None] = print,
-                 verbose: bool = False) -> BuiltEngine:
+def build_engine(
+    pack: Pack, plan: EnginePlan, workspace_gib: float, log: Callable[[str], None] = print, verbose: bool = False
+) -> BuiltEngine:
     import tensorrt as trt
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath
     from polygraphy.exception import PolygraphyException
@@ -60,23 +63,36 @@ def build_engine(pack: Pack, plan: EnginePlan, workspace_gib: float, log: Callab
             mixed = make_mixed_onnx(src, Path(tmp) / "mixed.onnx", plan.keep)
             onnx_path, built_sha, nodes = mixed.path, sha256_file(mixed.path), mixed.fp32_nodes
             log(f"  [{plan.name}] mixed-precision ONNX: {len(nodes)} nodes kept fp32")
-        config = CreateConfig(profiles=polygraphy_profiles(plan), tf32=False,
-                              memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))},
-                              profiling_verbosity=trt.ProfilingVerbosity.DETAILED)
+        config = CreateConfig(
+            profiles=polygraphy_profiles(plan),
+            tf32=False,
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))},
+            profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
+        )
         try:
             engine = EngineBytesFromNetwork(NetworkFromOnnxPath(str(onnx_path), strongly_typed=True), config=config)()
         except (PolygraphyException, RuntimeError, TypeError, ValueError) as e:
-            raise ToolError(f"{plan.name} ({onnx_path.name})", f"TensorRT build failed: {_first_line(e)}",
-                            "rerun with --verbose; inspect the graph with `polygraphy inspect model "
-                            f"{src} --show layers`; try --workspace with more GiB, --precision fp32, "
-                            "--zero-length ort, or a smaller --max-dim (RUNBOOK.md, \"TensorRT engines\")") from None
+            raise ToolError(
+                f"{plan.name} ({onnx_path.name})",
+                f"TensorRT build failed: {_first_line(e)}",
+                "rerun with --verbose; inspect the graph with `polygraphy inspect model "
+                f"{src} --show layers`; try --workspace with more GiB, --precision fp32, "
+                '--zero-length ort, or a smaller --max-dim (RUNBOOK.md, "TensorRT engines")',
+            ) from None
     if not engine:
         raise ToolError(plan.name, "TensorRT returned no engine", "rerun with --verbose to see the builder log")
     return BuiltEngine(bytes(engine), built_sha, nodes, time.time() - t0)
 
 
-def build_plans(pack_dir: str | Path, plans: list[EnginePlan], workspace_gib: float = 4.0, validate: bool = True,
-                verbose: bool = False, log: Callable[[str], None] = print, host: HostInfo | None = None) -> list[str]:
+def build_plans(
+    pack_dir: str | Path,
+    plans: list[EnginePlan],
+    workspace_gib: float = 4.0,
+    validate: bool = True,
+    verbose: bool = False,
+    log: Callable[[str], None] = print,
+    host: HostInfo | None = None,
+) -> list[str]:
     """Build, validate and commit every planned engine; returns the committed plan names.
 
     Stops at the first failure (ToolError); engines committed before it stay in the pack, complete."""
@@ -85,13 +101,25 @@ def build_plans(pack_dir: str | Path, plans: list[EnginePlan], workspace_gib: fl
     policy = pack.chunk_policy
     done = []
     for plan in plans:
-        log(f"[{plan.name}] building on {host.gpu.name} (sm {host.gpu.compute_capability}), "
-            f"TensorRT {host.tensorrt_version}, {len(plan.profiles.profiles)} profile(s)")
+        log(
+            f"[{plan.name}] building on {host.gpu.name} (sm {host.gpu.compute_capability}), "
+            f"TensorRT {host.tensorrt_version}, {len(plan.profiles.profiles)} profile(s)"
+        )
         built = build_engine(pack, plan, workspace_gib, log, verbose)
         tolerances = plan_tolerances(plan.spec, plan.precision)
-        meta = make_meta(plan, host, policy, built_onnx_sha256=built.built_onnx_sha256, fp32_nodes=built.fp32_nodes,
-                         flags=FLAGS, workspace_bytes=int(workspace_gib * (1 << 30)), build_seconds=built.seconds,
-                         tolerances=tolerances, validation=None, tool_version=_tool_version())
+        meta = make_meta(
+            plan,
+            host,
+            policy,
+            built_onnx_sha256=built.built_onnx_sha256,
+            fp32_nodes=built.fp32_nodes,
+            flags=FLAGS,
+            workspace_bytes=int(workspace_gib * (1 << 30)),
+            build_seconds=built.seconds,
+            tolerances=tolerances,
+            validation=None,
+            tool_version=_tool_version(),
+        )
         if validate:
             from trt.validate import compare_engine
 
@@ -101,9 +129,13 @@ def build_plans(pack_dir: str | Path, plans: list[EnginePlan], workspace_gib: fl
                 log("  " + line)
             meta["validation"] = {"passed": bool(comps) and all(c.passed for c in comps), "lines": lines}
             if not meta["validation"]["passed"]:
-                raise ToolError(plan.name, "TensorRT outputs differ from ONNX Runtime beyond tolerance"
-                                if comps else "no test vector fits the plan's profiles",
-                                "the plan was not written; see the lines above (--no-validate skips this check)")
+                raise ToolError(
+                    plan.name,
+                    "TensorRT outputs differ from ONNX Runtime beyond tolerance"
+                    if comps
+                    else "no test vector fits the plan's profiles",
+                    "the plan was not written; see the lines above (--no-validate skips this check)",
+                )
         commit_plan(pack.root, plan, built.engine, meta)
         log(f"  [{plan.name}] {len(built.engine) / 2**20:.1f} MiB in {built.seconds:.0f} s -> {plan.plan_rel}")
         done.append(plan.name)

@@ -1,5 +1,6 @@
 """`tts-build-trt --dry-run`: every planned engine with its profiles, as a plain-text table (like
 `trtllm-build --dry_run`). Pure Python: no TensorRT, Polygraphy or GPU needed."""
+
 from __future__ import annotations
 
 from trt.plans import PlanSet
@@ -29,8 +30,10 @@ def _inputs(uses: list[str]) -> str:
 def format_table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
     right = {3, 4, 5}
-    return ["  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-            for r in [HEADER, *rows]]
+    return [
+        "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        for r in [HEADER, *rows]
+    ]
 
 
 def dry_run_lines(plans: PlanSet) -> list[str]:
@@ -39,8 +42,12 @@ def dry_run_lines(plans: PlanSet) -> list[str]:
         extra = [f"file {e.plan_rel}, source {e.source_file} ({e.source_sha256[:12]}…)"]
         if e.keep is not None:
             k = e.keep
-            kept = [f"ops {','.join(k.ops)}"] + ([f"names /{'/, /'.join(k.name_patterns)}/"] if k.name_patterns else []) \
-                + [f"paths {a}->{b}" for a, b in k.paths] + (["sin/cos arguments"] if k.trig_arguments else [])
+            kept = (
+                [f"ops {','.join(k.ops)}"]
+                + ([f"names /{'/, /'.join(k.name_patterns)}/"] if k.name_patterns else [])
+                + [f"paths {a}->{b}" for a, b in k.paths]
+                + (["sin/cos arguments"] if k.trig_arguments else [])
+            )
             extra.append("fp16, strongly typed; kept fp32: " + "; ".join(kept))
         else:
             extra.append("fp32, strongly typed, TF32 off")

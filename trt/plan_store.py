@@ -1,10 +1,12 @@
-"""Plans in a pack: metadata (specs/schema/plan_meta.schema.json) and atomic commit (verified reading: backends/trt_plan.py).
+"""Plans in a pack: metadata (specs/schema/plan_meta.schema.json) and atomic commit (the verified reading is
+backends/trt_plan.py).
 
 Commit order: the engine bytes, metadata and new manifest are all written to temporary files and checked
 (schemas, hashes) first; then plan, metadata and finally manifest.json are renamed into place, under a
 lock file so two builders cannot interleave their manifest updates. A build that fails before that point
 leaves the pack as it was. Each engine is committed on its own once it is built (and validated).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,21 +15,32 @@ import os
 import time
 from pathlib import Path
 
+from backends.trt_host import HostInfo
 from specs import FORMAT_VERSION
 from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
 from specs.pack import MANIFEST, Pack, sha256_file
 from specs.plans import rebuild_command
 from specs.schema import validate_json
-from backends.trt_host import HostInfo
 from trt.plans import EnginePlan
 
 LOCK = ".tts-build-trt.lock"
 
 
-def make_meta(plan: EnginePlan, host: HostInfo, policy: ChunkPolicy, *, built_onnx_sha256: str,
-              fp32_nodes: list[str], flags: list[str], workspace_bytes: int, build_seconds: float,
-              tolerances: dict, validation: dict | None, tool_version: str = "") -> dict:
+def make_meta(
+    plan: EnginePlan,
+    host: HostInfo,
+    policy: ChunkPolicy,
+    *,
+    built_onnx_sha256: str,
+    fp32_nodes: list[str],
+    flags: list[str],
+    workspace_bytes: int,
+    build_seconds: float,
+    tolerances: dict,
+    validation: dict | None,
+    tool_version: str = "",
+) -> dict:
     meta = {
         "format_version": FORMAT_VERSION,
         "plan": plan.name,
@@ -47,8 +60,9 @@ def make_meta(plan: EnginePlan, host: HostInfo, policy: ChunkPolicy, *, built_on
         "fp32_rules": plan.keep.to_dict() if plan.keep else None,
         "fp32_layers": fp32_nodes,
         "io_dtypes": {t.name: t.dtype for t in plan.spec.inputs + plan.spec.outputs},
-        "tolerances": {k: {"atol": t.atol, "rtol": t.rtol, "check": t.check, "reason": t.reason}
-                       for k, t in tolerances.items()},
+        "tolerances": {
+            k: {"atol": t.atol, "rtol": t.rtol, "check": t.check, "reason": t.reason} for k, t in tolerances.items()
+        },
         "validation": validation,
         "workspace_bytes": int(workspace_bytes),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -86,11 +100,21 @@ def commit_plan(pack_root: str | Path, plan: EnginePlan, engine: bytes, meta: di
             manifest = Pack.open(root).manifest  # fresh: another builder may have committed meanwhile
             graph = manifest["graphs"].get(plan.graph)
             if graph is None or graph["sha256"] != plan.source_sha256:
-                raise ToolError(root / MANIFEST, f"graph {plan.graph!r} changed while its plan was built",
-                                "rebuild: " + rebuild_command(root, plan.graph, plan.precision, plan.chunk))
-            record = {"file": plan.plan_rel, "sha256": sha256_file(tmp_plan), "size": len(engine),
-                      "meta": plan.meta_rel, "meta_sha256": sha256_file(tmp_meta), "graph": plan.graph,
-                      "precision": plan.precision, "chunk": plan.chunk}
+                raise ToolError(
+                    root / MANIFEST,
+                    f"graph {plan.graph!r} changed while its plan was built",
+                    "rebuild: " + rebuild_command(root, plan.graph, plan.precision, plan.chunk),
+                )
+            record = {
+                "file": plan.plan_rel,
+                "sha256": sha256_file(tmp_plan),
+                "size": len(engine),
+                "meta": plan.meta_rel,
+                "meta_sha256": sha256_file(tmp_meta),
+                "graph": plan.graph,
+                "precision": plan.precision,
+                "chunk": plan.chunk,
+            }
             manifest.setdefault("plans", {})[plan.name] = record
             validate_json(manifest, "manifest", "manifest being written")
             _write(tmp_manifest, (json.dumps(manifest, indent=2) + "\n").encode())
@@ -108,4 +132,3 @@ def _write(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-

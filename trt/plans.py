@@ -5,10 +5,11 @@ for fp16 its float16 precision policy (`precisions.fp16`: nodes kept fp32, toler
 files: specs/plans.py. Plans are built from a pack's fp32 graphs only; its ORT variants (`variant_of`,
 e.g. `NAME.fp16`, `llm.int8`) are not TensorRT sources.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from specs.chunk_policy import ANY_CHUNK, CHUNK_MODES
 from specs.errors import ToolError
@@ -92,18 +93,24 @@ def resolve_graphs(pack: Pack, names: Iterable[str] | None) -> list[str]:
         if rec is None:
             raise ToolError("--graphs", f"pack has no graph {n!r}", f"graphs in this pack: {', '.join(available)}")
         if "variant_of" in rec:
-            raise ToolError("--graphs", f"{full!r} is an ONNX Runtime variant of {rec['variant_of']!r} "
-                            f"(precision {rec['precision']})",
-                            f"TensorRT plans are built from the fp32 graph: --graphs {rec['variant_of']} "
-                            "--precision fp16")
+            raise ToolError(
+                "--graphs",
+                f"{full!r} is an ONNX Runtime variant of {rec['variant_of']!r} (precision {rec['precision']})",
+                f"TensorRT plans are built from the fp32 graph: --graphs {rec['variant_of']} --precision fp16",
+            )
         if full not in out:
             out.append(full)
     return out
 
 
-def plan_engines(pack: Pack, graphs: Iterable[str] | None = None, precisions: Iterable[str] = ("fp16",),
-                 chunks: Iterable[str] = CHUNK_MODES, zero_length: str = "profile",
-                 max_dims: Mapping[str, int] | None = None) -> PlanSet:
+def plan_engines(
+    pack: Pack,
+    graphs: Iterable[str] | None = None,
+    precisions: Iterable[str] = ("fp16",),
+    chunks: Iterable[str] = CHUNK_MODES,
+    zero_length: str = "profile",
+    max_dims: Mapping[str, int] | None = None,
+) -> PlanSet:
     """Every engine to build, with its profiles; engines that would have no profile are skipped with a reason."""
     chunks = list(chunks)
     out = PlanSet()
@@ -119,23 +126,29 @@ def plan_engines(pack: Pack, graphs: Iterable[str] | None = None, precisions: It
         if not own:
             out.skipped.append(f"{graph}: its I/O spec declares no TensorRT profiles")
             continue
-        for chunk in ([ANY_CHUNK] if ANY_CHUNK in own else [c for c in chunks if c in own]):
+        for chunk in [ANY_CHUNK] if ANY_CHUNK in own else [c for c in chunks if c in own]:
             gp = derive_profiles(spec, chunk, zero_length, max_dims)
             for precision in precisions:
                 if not gp.profiles:
-                    out.skipped.append(f"{plan_name(graph, precision, chunk)}: no profile left "
-                                       f"({'; '.join(z.note for z in gp.zero_length)})")
+                    out.skipped.append(
+                        f"{plan_name(graph, precision, chunk)}: no profile left "
+                        f"({'; '.join(z.note for z in gp.zero_length)})"
+                    )
                     continue
                 if precision == "fp16" and (why := fp16_policy_problem(spec)):
                     out.skipped.append(f"{plan_name(graph, precision, chunk)}: {why}")
                     continue
                 keep = spec.precisions["fp16"].fp32_keep if precision == "fp16" else None
-                out.engines.append(EnginePlan(graph, precision, chunk, spec, gp, entry.record["file"],
-                                              entry.record["sha256"], keep))
+                out.engines.append(
+                    EnginePlan(graph, precision, chunk, spec, gp, entry.record["file"], entry.record["sha256"], keep)
+                )
     unknown = sorted(set(max_dims or {}) - used_dims)
     if unknown:
-        raise ToolError("--max-dim", f"no planned graph has dim(s) {', '.join(unknown)}",
-                        f"dims of the planned graphs: {', '.join(sorted(used_dims))}")
+        raise ToolError(
+            "--max-dim",
+            f"no planned graph has dim(s) {', '.join(unknown)}",
+            f"dims of the planned graphs: {', '.join(sorted(used_dims))}",
+        )
     return out
 
 

@@ -21,10 +21,11 @@ the runtime selects the profile from the call's shapes. If TensorRT cannot build
 profile for a graph, `--zero-length ort` drops those profiles instead: the plan metadata then lists the
 dim under `zero_length` with handling "ort", and the runtime must run such calls on ONNX Runtime.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Mapping
 
 from specs.errors import ToolError
 from specs.io_spec import DimRange, GraphSpec
@@ -47,13 +48,19 @@ class Profile:
         for t in spec.inputs:
             if not t.dim_names():
                 continue
-            out[t.name] = {k: [d if isinstance(d, int) else getattr(self.dims[d], k) for d in t.shape]
-                           for k in ("min", "opt", "max")}
+            out[t.name] = {
+                k: [d if isinstance(d, int) else getattr(self.dims[d], k) for d in t.shape]
+                for k in ("min", "opt", "max")
+            }
         return out
 
     def to_dict(self, spec: GraphSpec) -> dict:
-        return {"name": self.name, "doc": self.doc, "dims": {d: r.to_dict() for d, r in self.dims.items()},
-                "shapes": self.shapes(spec)}
+        return {
+            "name": self.name,
+            "doc": self.doc,
+            "dims": {d: r.to_dict() for d, r in self.dims.items()},
+            "shapes": self.shapes(spec),
+        }
 
 
 @dataclass
@@ -65,8 +72,13 @@ class ZeroLength:
     note: str
 
     def to_dict(self) -> dict:
-        return {"dim": self.dim, "tensors": self.tensors, "handling": self.handling, "profiles": self.profiles,
-                "note": self.note}
+        return {
+            "dim": self.dim,
+            "tensors": self.tensors,
+            "handling": self.handling,
+            "profiles": self.profiles,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -93,13 +105,17 @@ def dim_uses(spec: GraphSpec) -> dict[str, list[str]]:
     return uses
 
 
-def derive_profiles(spec: GraphSpec, chunk: str, zero_length: str = "profile",
-                    max_dims: Mapping[str, int] | None = None) -> GraphProfiles:
+def derive_profiles(
+    spec: GraphSpec, chunk: str, zero_length: str = "profile", max_dims: Mapping[str, int] | None = None
+) -> GraphProfiles:
     if zero_length not in ZERO_LENGTH:
         raise ToolError("--zero-length", f"unknown handling {zero_length!r}", f"one of {', '.join(ZERO_LENGTH)}")
     if chunk not in spec.profiles:
-        raise ToolError(spec.graph, f"its I/O spec declares no TensorRT profiles for chunk mode {chunk!r}",
-                        f"declared: {', '.join(spec.profiles) or 'none'} (re-export the pack)")
+        raise ToolError(
+            spec.graph,
+            f"its I/O spec declares no TensorRT profiles for chunk mode {chunk!r}",
+            f"declared: {', '.join(spec.profiles) or 'none'} (re-export the pack)",
+        )
     where = f"{spec.graph} ({chunk})"
     uses = dim_uses(spec)
     free = [d for d in uses if not spec.dims[d].derived_from]
@@ -107,8 +123,11 @@ def derive_profiles(spec: GraphSpec, chunk: str, zero_length: str = "profile",
     caps = dict(max_dims or {})
     for d, n in caps.items():
         if d in spec.dims and n > spec.dims[d].max:
-            raise ToolError(f"--max-dim {d}={n}", f"{spec.graph} declares {d} <= {spec.dims[d].max}",
-                            "a max within the graph's declared range")
+            raise ToolError(
+                f"--max-dim {d}={n}",
+                f"{spec.graph} declares {d} <= {spec.dims[d].max}",
+                "a max within the graph's declared range",
+            )
     profiles: list[Profile] = []
     for draft in spec.profiles[chunk]:
         dims = {d: replace(draft.dims[d]) if d in draft.dims else _spec_range(spec, d) for d in free}
@@ -130,8 +149,11 @@ def derive_profiles(spec: GraphSpec, chunk: str, zero_length: str = "profile",
 
 def check_range(r: DimRange, where: str, dim: str, uses: Mapping[str, list[str]]) -> None:
     if not (0 <= r.min <= r.opt <= r.max):
-        raise ToolError(where, f"dim {dim!r} (inputs {', '.join(uses.get(dim, [])) or 'none'}) has min/opt/max "
-                        f"{r.min}/{r.opt}/{r.max}", "0 <= min <= opt <= max")
+        raise ToolError(
+            where,
+            f"dim {dim!r} (inputs {', '.join(uses.get(dim, [])) or 'none'}) has min/opt/max {r.min}/{r.opt}/{r.max}",
+            "0 <= min <= opt <= max",
+        )
 
 
 def check_shapes(spec: GraphSpec, profile: Profile, where: str) -> None:
@@ -140,8 +162,11 @@ def check_shapes(spec: GraphSpec, profile: Profile, where: str) -> None:
         for axis, (lo, mid, hi) in enumerate(zip(s["min"], s["opt"], s["max"])):
             if not (0 <= lo <= mid <= hi):
                 dim = spec.input(name).shape[axis]
-                raise ToolError(where, f"input {name!r} axis {axis} ({dim}) has min/opt/max {lo}/{mid}/{hi}",
-                                "0 <= min <= opt <= max")
+                raise ToolError(
+                    where,
+                    f"input {name!r} axis {axis} ({dim}) has min/opt/max {lo}/{mid}/{hi}",
+                    "0 <= min <= opt <= max",
+                )
 
 
 # ---- steps ----------------------------------------------------------------------------------------------------
@@ -152,6 +177,7 @@ def _spec_range(spec: GraphSpec, d: str) -> DimRange:
 
 def _apply_caps(spec: GraphSpec, dims: dict[str, DimRange], caps: Mapping[str, int]) -> None:
     """--max-dim on one profile's free dims, then every `sum_of` dim made consistent at the max corner."""
+
     def cap(d: str, n: int, why: str) -> None:
         r = dims[d]
         if r.max == r.min:  # pinned (e.g. a zero-length call's profile): not a range to move
@@ -216,8 +242,9 @@ def _with_derived(spec: GraphSpec, dims: dict[str, DimRange], uses) -> dict[str,
         if d in uses and dim.derived_from and dim.derived_from["dim"] in dims and d not in out:
             base = dims[dim.derived_from["dim"]]
             a, b = int(dim.derived_from.get("scale", 1)), int(dim.derived_from.get("offset", 0))
-            out[d] = DimRange(a * base.min + b, a * base.opt + b, a * base.max + b,
-                              f"= {a} * {dim.derived_from['dim']} + {b}")
+            out[d] = DimRange(
+                a * base.min + b, a * base.opt + b, a * base.max + b, f"= {a} * {dim.derived_from['dim']} + {b}"
+            )
     return out
 
 
@@ -231,8 +258,9 @@ def _zero_length_records(spec: GraphSpec, profiles: list[Profile], handling: str
             note = f"calls with {d} = 0 run in profile(s) {', '.join(pinned)} ({d} pinned to 0)"
             how = "profile"
         else:
-            note = (f"no profile takes {d} = 0: the runtime must run such calls on ONNX Runtime"
-                    + (" (--zero-length ort)" if handling == "ort" else " (the chunk policy makes none)"))
+            note = f"no profile takes {d} = 0: the runtime must run such calls on ONNX Runtime" + (
+                " (--zero-length ort)" if handling == "ort" else " (the chunk policy makes none)"
+            )
             how = "ort" if handling == "ort" else "profile"
         out.append(ZeroLength(d, uses[d], how, pinned, note))
     return out

@@ -8,34 +8,37 @@ profile that holds its shapes; cases no profile holds are noted, not run (e.g. s
 against an offline plan). Labels: `plan:NAME` for file/metadata problems, `trt:NAME/case/output` for
 comparisons.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
+from backends.trt_host import HostInfo, probe_host
+from backends.trt_plan import PlanRunner, plan_mismatches, read_plan
 from specs.compare import Comparison, compare
 from specs.errors import ToolError
 from specs.io_spec import Tolerance
 from specs.pack import Pack
-from backends.trt_host import HostInfo, probe_host
-from backends.trt_plan import read_plan
 from specs.plans import rebuild_command
-from backends.trt_plan import PlanRunner, plan_mismatches
 
 
 def problem(label: str, text: str) -> Comparison:
     return Comparison(label=label, passed=False, check="exact", atol=0.0, rtol=0.0, problem=text)
 
 
-def compare_engine(pack: Pack, engine: bytes, meta: dict, label: str | None = None,
-                   ort_device: str = "cpu") -> tuple[list[Comparison], list[str]]:
+def compare_engine(
+    pack: Pack, engine: bytes, meta: dict, label: str | None = None, ort_device: str = "cpu"
+) -> tuple[list[Comparison], list[str]]:
     """Run every test case that fits a profile on the engine and on ONNX Runtime; compare every output."""
     from backends.ort import OrtRunner
 
     label = label or f"trt:{meta['plan']}"
     entry = pack.graph(meta["graph"])
     spec = entry.spec()
-    tol = {k: Tolerance(atol=v["atol"], rtol=v["rtol"], reason=v["reason"], check=v["check"])
-           for k, v in meta["tolerances"].items()}
+    tol = {
+        k: Tolerance(atol=v["atol"], rtol=v["rtol"], reason=v["reason"], check=v["check"])
+        for k, v in meta["tolerances"].items()
+    }
     ort = OrtRunner(entry.onnx_path, spec, device=ort_device)
     comps: list[Comparison] = []
     notes: list[str] = []
@@ -47,13 +50,15 @@ def compare_engine(pack: Pack, engine: bytes, meta: dict, label: str | None = No
                 continue
             got, want = runner.infer(inputs), ort.run(inputs)
             for out in spec.output_names:
-                comps.append(compare(got[out], want[out], tol[out],
-                                     f"{label}/{case}/{out} [{meta['profiles'][idx]['name']}]"))
+                comps.append(
+                    compare(got[out], want[out], tol[out], f"{label}/{case}/{out} [{meta['profiles'][idx]['name']}]")
+                )
     return comps, notes
 
 
-def check_plans(pack: Pack, log: Callable[[str], None] = print, host: HostInfo | None = None,
-                ort_device: str = "cpu") -> list[Comparison]:
+def check_plans(
+    pack: Pack, log: Callable[[str], None] = print, host: HostInfo | None = None, ort_device: str = "cpu"
+) -> list[Comparison]:
     comps: list[Comparison] = []
     plans = pack.manifest.get("plans", {})
     host = host or probe_host()
@@ -66,20 +71,34 @@ def check_plans(pack: Pack, log: Callable[[str], None] = print, host: HostInfo |
             continue
         graph_sha = pack.graph(rec["graph"]).record["sha256"]
         if meta["source_onnx_sha256"] != graph_sha:
-            comps.append(problem(f"plan:{name}", plan_mismatches(meta, host, graph_sha)[0] + "; rebuild: "
-                                 + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"])))
+            comps.append(
+                problem(
+                    f"plan:{name}",
+                    plan_mismatches(meta, host, graph_sha)[0]
+                    + "; rebuild: "
+                    + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]),
+                )
+            )
             continue
         runnable.append((name, rec, meta))
     if not host.can_run:
         if runnable:
-            log(f"NOTE | plans | {len(runnable)} plan(s) checked (hashes, metadata, source graph) but not run: "
-                + "; ".join(host.problems))
+            log(
+                f"NOTE | plans | {len(runnable)} plan(s) checked (hashes, metadata, source graph) but not run: "
+                + "; ".join(host.problems)
+            )
         return comps
     for name, rec, meta in runnable:
         problems = plan_mismatches(meta, host, meta["source_onnx_sha256"])
         if problems:
-            comps.append(problem(f"plan:{name}", "; ".join(problems) + "; rebuild on this host: "
-                                 + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"])))
+            comps.append(
+                problem(
+                    f"plan:{name}",
+                    "; ".join(problems)
+                    + "; rebuild on this host: "
+                    + rebuild_command(pack.root, rec["graph"], rec["precision"], rec["chunk"]),
+                )
+            )
             continue
         c, notes = compare_engine(pack, (pack.root / rec["file"]).read_bytes(), meta, ort_device=ort_device)
         for n in notes:

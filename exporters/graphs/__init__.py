@@ -1,10 +1,11 @@
 """Registry of graph exporters: graph name -> exporter class (a plain dict, in export order)."""
+
 from __future__ import annotations
 
 from exporters.graphs.base import GraphExporter
 from exporters.graphs.estimator import EstimatorExporter
-from exporters.graphs.hift import HiftExporter
 from exporters.graphs.flow_encoder import FlowEncoderExporter
+from exporters.graphs.hift import HiftExporter
 from exporters.graphs.llm import LLMExporter
 
 REGISTRY: dict[str, type[GraphExporter]] = {

@@ -15,10 +15,11 @@ runtime and the tools read:
 - `trace_case`: which case's inputs are used to trace the export.
 First chunk vs steady state are test cases of one graph, never modes of the exporter.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -35,8 +36,16 @@ TYPICAL_PROMPT_SECONDS = 3.0  # zero-shot prompt length
 TYPICAL_UTTERANCE_SECONDS = 10.0  # generated speech per text segment
 TYPICAL_TEXT_TOKENS = 50  # prompt text + target text of such a segment (BPE ids)
 # Ops every float16 policy keeps in fp32: normalisation statistics and softmax overflow or lose mass in fp16.
-NORM_SOFTMAX = ("LayerNormalization", "GroupNormalization", "InstanceNormalization", "Softmax", "ReduceMean",
-                "Pow", "Sqrt", "Reciprocal")
+NORM_SOFTMAX = (
+    "LayerNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Softmax",
+    "ReduceMean",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+)
 
 
 def typical_prompt_tokens(p: ChunkPolicy) -> int:

@@ -6,18 +6,18 @@ ONNX/TRT estimator silently uses full attention where the PyTorch streaming path
 masks; here the flag selects the mask inside the graph (chunk = `static_chunk_size` frames when true, the
 whole sequence when false), so one graph reproduces both the streaming chunks and the final/offline call.
 """
+
 from __future__ import annotations
 
 import contextlib
 
 import numpy as np
 
+from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
+from exporters.graphs.flow_common import ChunkMaskFlag, cfm_facts, flow_reference_inputs, traceable_chunk_mask
 from specs.chunk_policy import ChunkPolicy
 from specs.io_spec import Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
 from specs.precision import Fp32Keep, PrecisionPolicy
-from exporters.graphs.base import (NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens,
-                                   typical_utterance_tokens)
-from exporters.graphs.flow_common import ChunkMaskFlag, cfm_facts, flow_reference_inputs, traceable_chunk_mask
 
 MAX_FRAMES = 3000  # 60 s of mel at 50 Hz, prompt included (upstream's TRT profile max)
 
@@ -36,9 +36,9 @@ class EstimatorExporter(GraphExporter):
         return GraphSpec(
             graph=self.name,
             description="Flow-matching velocity field v(x, t | mu, spks, cond) of the CosyVoice2 flow decoder "
-                        "(causal U-Net), for one Euler step with classifier-free guidance: batch row 0 is "
-                        "conditional, row 1 unconditional (mu, spks, cond zeroed). The runtime combines "
-                        "v = (1 + cfg) * v0 - cfg * v1 and steps x += dt * v.",
+            "(causal U-Net), for one Euler step with classifier-free guidance: batch row 0 is "
+            "conditional, row 1 unconditional (mu, spks, cond zeroed). The runtime combines "
+            "v = (1 + cfg) * v0 - cfg * v1 and steps x += dt * v.",
             inputs=[
                 t("x", [2, mel, "frames"], "current ODE state; both rows equal"),
                 t("mask", [2, 1, "frames"], "1.0 for valid frames (all ones for one utterance)"),
@@ -46,23 +46,40 @@ class EstimatorExporter(GraphExporter):
                 t("t", [2], "ODE time of this step, both rows equal"),
                 t("spks", [2, spk], "row 0: projected speaker embedding; row 1: zeros"),
                 t("cond", [2, mel, "frames"], "row 0: prompt mel in the first frames, zeros after; row 1: zeros"),
-                TensorSpec("streaming", "bool", [1],
-                           f"true: block-causal attention with {c}-frame chunks (non-final streaming chunks); "
-                           "false: full attention (final chunk, offline)"),
+                TensorSpec(
+                    "streaming",
+                    "bool",
+                    [1],
+                    f"true: block-causal attention with {c}-frame chunks (non-final streaming chunks); "
+                    "false: full attention (final chunk, offline)",
+                ),
             ],
             outputs=[t("velocity", [2, mel, "frames"], "estimated velocity, times mask")],
-            dims={"frames": Dim(1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)",
-                                role="frames")},
-            tolerances={"velocity": Tolerance(
-                atol=2e-4, rtol=1e-4,
-                reason="fp32 reassociation across the U-Net's convs, attention softmax and GELU/Mish; measured "
-                       "< 1e-5 at full size (output absmax ~4); 2e-4 still catches a dropped bias or a wrong "
-                       "mask (errors >= 1e-2)")},
+            dims={
+                "frames": Dim(
+                    1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)", role="frames"
+                )
+            },
+            tolerances={
+                "velocity": Tolerance(
+                    atol=2e-4,
+                    rtol=1e-4,
+                    reason="fp32 reassociation across the U-Net's convs, attention softmax and GELU/Mish; measured "
+                    "< 1e-5 at full size (output absmax ~4); 2e-4 still catches a dropped bias or a wrong "
+                    "mask (errors >= 1e-2)",
+                )
+            },
             cases=[
-                TestCase("first_chunk", "streaming=true, first chunk of a stream with no prompt: 25 tokens "
-                                        "-> 50 frames (one attention chunk)"),
-                TestCase("steady_chunk", "streaming=true, prompt + three chunks: several attention chunks, "
-                                         "a partial last chunk, prompt mel in cond"),
+                TestCase(
+                    "first_chunk",
+                    "streaming=true, first chunk of a stream with no prompt: 25 tokens "
+                    "-> 50 frames (one attention chunk)",
+                ),
+                TestCase(
+                    "steady_chunk",
+                    "streaming=true, prompt + three chunks: several attention chunks, "
+                    "a partial last chunk, prompt mel in cond",
+                ),
                 TestCase("final_chunk", "streaming=false (full attention), odd length, late ODE time"),
             ],
             facts={**cfm_facts(model), "static_chunk_size": c},
@@ -72,30 +89,52 @@ class EstimatorExporter(GraphExporter):
         """One profile per chunk mode: every flow call is one CFG batch of 2 over the whole prefix."""
         (frames,) = spec.dims_with_role("frames")
         top, pt, nt = spec.dims[frames].max, typical_prompt_tokens(p), typical_utterance_tokens(p)
-        stream = DimRange(p.mel(1), p.mel(p.steady_prefix_tokens(pt)), top,
-                          f"min: final-only call of a 1-token stream without prompt; opt: first max-hop call after a "
-                          f"{pt}-token prompt ({p.steady_prefix_tokens(pt)} tokens); max: the graph's max (prompt + "
-                          "everything generated, recomputed on every call)")
-        offline = DimRange(p.mel(1), p.mel(pt + nt), top,
-                           f"min: a 1-token utterance; opt: {pt}-token prompt + {nt} generated tokens; max: the graph's max")
+        stream = DimRange(
+            p.mel(1),
+            p.mel(p.steady_prefix_tokens(pt)),
+            top,
+            f"min: final-only call of a 1-token stream without prompt; opt: first max-hop call after a "
+            f"{pt}-token prompt ({p.steady_prefix_tokens(pt)} tokens); max: the graph's max (prompt + "
+            "everything generated, recomputed on every call)",
+        )
+        offline = DimRange(
+            p.mel(1),
+            p.mel(pt + nt),
+            top,
+            f"min: a 1-token utterance; opt: {pt}-token prompt + {nt} generated tokens; max: the graph's max",
+        )
         doc = "every flow call of the policy: one CFG batch of 2, whole prefix"
-        return {"stream": [ProfileSpec("all_calls", doc, {frames: stream})],
-                "offline": [ProfileSpec("all_calls", doc, {frames: offline})]}
+        return {
+            "stream": [ProfileSpec("all_calls", doc, {frames: stream})],
+            "offline": [ProfileSpec("all_calls", doc, {frames: offline})],
+        }
 
     def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
         keep = Fp32Keep(
-            ops=NORM_SOFTMAX + ("Sin", "Cos", "Exp", "Softplus"), name_patterns=(r"time_embeddings", r"time_mlp"),
+            ops=NORM_SOFTMAX + ("Sin", "Cos", "Exp", "Softplus"),
+            name_patterns=(r"time_embeddings", r"time_mlp"),
             trig_arguments=True,
             reason="normalisation statistics and attention softmax overflow or lose mass in fp16; the timestep "
-                   "embedding is sin/cos of 1000*t (fp16 spacing at 1000 is 0.5 rad); Mish's softplus/exp")
+            "embedding is sin/cos of 1000*t (fp16 spacing at 1000 is 0.5 rad); Mish's softplus/exp",
+        )
         velocity = Tolerance(
-            atol=0.5, rtol=0.0,
+            atol=0.5,
+            rtol=0.0,
             reason="fp16 rounding accumulates over the U-Net's resnet/attention blocks and grows with t (the time "
-                   "embedding gain): ORT-CPU fp16 measured max 0.23 (tiny) / 0.16 (full size), mean 0.026 (tiny), at "
-                   "t = 0.69; output rms ~0.9. A wrong mask or a dropped block errs by > 1. One ODE step of 10: the "
-                   "runtime's mel comparison is the stronger check. Not yet measured on TensorRT")
-        return {"fp16": PrecisionPolicy("fp16", "float16", {"velocity": velocity}, ("ort", "tensorrt"), keep,
-                                        doc="weights and compute fp16, I/O fp32 (tts-export --fp16; TensorRT fp16 plans)")}
+            "embedding gain): ORT-CPU fp16 measured max 0.23 (tiny) / 0.16 (full size), mean 0.026 (tiny), at "
+            "t = 0.69; output rms ~0.9. A wrong mask or a dropped block errs by > 1. One ODE step of 10: the "
+            "runtime's mel comparison is the stronger check. Not yet measured on TensorRT",
+        )
+        return {
+            "fp16": PrecisionPolicy(
+                "fp16",
+                "float16",
+                {"velocity": velocity},
+                ("ort", "tensorrt"),
+                keep,
+                doc="weights and compute fp16, I/O fp32 (tts-export --fp16; TensorRT fp16 plans)",
+            )
+        }
 
     def wrapper(self, model):
         import torch
@@ -145,12 +184,18 @@ class EstimatorExporter(GraphExporter):
                 "streaming": np.array([streaming]),
             }
             with torch.no_grad():  # the upstream module, called as upstream's solve_euler calls it
-                v = est(*(torch.from_numpy(feed[k]) for k in ("x", "mask", "mu", "t", "spks", "cond")),
-                        streaming=streaming)
+                v = est(
+                    *(torch.from_numpy(feed[k]) for k in ("x", "mask", "mu", "t", "spks", "cond")), streaming=streaming
+                )
             out[case] = (feed, {"velocity": v.numpy()})
         return out
 
     def data(self, model):
         noise = model.flow.decoder.rand_noise.numpy().astype(np.float32)
-        return {"flow.rand_noise": (noise, "CFM initial noise z (1, 80, 15000): upstream's fixed buffer "
-                                    "(torch.manual_seed(0); randn) sliced [:, :, :frames] for every call")}
+        return {
+            "flow.rand_noise": (
+                noise,
+                "CFM initial noise z (1, 80, 15000): upstream's fixed buffer "
+                "(torch.manual_seed(0); randn) sliced [:, :, :frames] for every call",
+            )
+        }

@@ -1,4 +1,5 @@
 """Pieces shared by the flow graphs (encoder, estimator): facts for the runtime and realistic inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,8 +57,13 @@ def flow_reference_inputs(model, seed: int, n_prompt: int, n_gen: int, step: int
     t = ode_time(step, scheduler=str(flow.decoder.t_scheduler))
     z = flow.decoder.rand_noise[:, :, :frames]
     x = (1 - t) * z + t * mu  # a plausible state on the path from noise to data
-    return (mu.numpy().astype(np.float32), spks.numpy().astype(np.float32), cond.numpy().astype(np.float32),
-            x.numpy().astype(np.float32), t)
+    return (
+        mu.numpy().astype(np.float32),
+        spks.numpy().astype(np.float32),
+        cond.numpy().astype(np.float32),
+        x.numpy().astype(np.float32),
+        t,
+    )
 
 
 class ChunkMaskFlag:
@@ -66,8 +72,16 @@ class ChunkMaskFlag:
     value = None
 
 
-def traceable_chunk_mask(xs, masks, use_dynamic_chunk, use_dynamic_left_chunk, decoding_chunk_size,
-                       static_chunk_size, num_decoding_left_chunks, enable_full_context=True):
+def traceable_chunk_mask(
+    xs,
+    masks,
+    use_dynamic_chunk,
+    use_dynamic_left_chunk,
+    decoding_chunk_size,
+    static_chunk_size,
+    num_decoding_left_chunks,
+    enable_full_context=True,
+):
     """Traceable `add_optional_chunk_mask`: block-causal with chunk `static_chunk_size` when the graph's
     `streaming` input is true, full attention when false. mask[i, j] = j < (i // c + 1) * c."""
     import torch

@@ -16,18 +16,19 @@ offline call all run through it:
 
 Export-only rewrites are the two patches in `patches()`; upstream code runs unchanged otherwise.
 """
+
 from __future__ import annotations
 
 import contextlib
 
 import numpy as np
 
-from specs.chunk_policy import ChunkPolicy
-from specs.io_spec import Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
-from specs.precision import Fp32Keep, PrecisionPolicy
 from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
 from exporters.graphs.estimator import MAX_FRAMES
 from exporters.graphs.flow_common import ChunkMaskFlag, traceable_chunk_mask
+from specs.chunk_policy import ChunkPolicy
+from specs.io_spec import Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
+from specs.precision import Fp32Keep, PrecisionPolicy
 
 PROMPT_TOKENS = 17  # an odd prompt length: the first hop then carries a prompt pad of 8 tokens
 
@@ -85,63 +86,110 @@ class FlowEncoderExporter(GraphExporter):
                 "afterwards. Non-final streaming call: token = prefix without its last "
                 f"{look} tokens, context = those {look} lookahead tokens, finalize=false, streaming=true. "
                 f"Final call of a stream and offline call: token = whole prefix, finalize=true, "
-                f"streaming=false; context is then ignored (any {look} tokens, e.g. zeros)."),
+                f"streaming=false; context is then ignored (any {look} tokens, e.g. zeros)."
+            ),
             inputs=[
-                TensorSpec("token", "int64", [1, "tokens"],
-                           "prompt speech tokens then generated tokens, without the lookahead tokens; "
-                           "negative ids are clamped to 0"),
-                TensorSpec("context", "int64", [1, look],
-                           f"the {look} lookahead tokens that follow `token` (non-final streaming calls); "
-                           "ignored when finalize is true"),
-                TensorSpec("finalize", "bool", [1],
-                           "true: no lookahead (the pre-lookahead layer sees zeros after the last token)"),
-                TensorSpec("streaming", "bool", [1],
-                           f"true: block-causal attention, chunks of {chunk} tokens before upsampling and "
-                           f"{up_chunk} frames after; false: full attention"),
+                TensorSpec(
+                    "token",
+                    "int64",
+                    [1, "tokens"],
+                    "prompt speech tokens then generated tokens, without the lookahead tokens; "
+                    "negative ids are clamped to 0",
+                ),
+                TensorSpec(
+                    "context",
+                    "int64",
+                    [1, look],
+                    f"the {look} lookahead tokens that follow `token` (non-final streaming calls); "
+                    "ignored when finalize is true",
+                ),
+                TensorSpec(
+                    "finalize",
+                    "bool",
+                    [1],
+                    "true: no lookahead (the pre-lookahead layer sees zeros after the last token)",
+                ),
+                TensorSpec(
+                    "streaming",
+                    "bool",
+                    [1],
+                    f"true: block-causal attention, chunks of {chunk} tokens before upsampling and "
+                    f"{up_chunk} frames after; false: full attention",
+                ),
                 f32("embedding", [1, spk_in], "speaker x-vector (campplus), not normalised"),
-                f32("prompt_feat", [1, "prompt_frames", mel],
+                f32(
+                    "prompt_feat",
+                    [1, "prompt_frames", mel],
                     f"prompt mel (frames x {mel} bins); prompt_frames = {ratio} x prompt tokens, 0 without a "
-                    "prompt, never more than frames"),
+                    "prompt, never more than frames",
+                ),
             ],
             outputs=[
                 f32("mu", [1, mel, "frames"], "encoder output projected to mel bins (the ODE condition)"),
                 f32("spks", [1, mel], "F.normalize(embedding) through spk_embed_affine_layer"),
-                f32("cond", [1, mel, "frames"], "prompt_feat transposed in the first prompt_frames frames, zeros after"),
+                f32(
+                    "cond", [1, mel, "frames"], "prompt_feat transposed in the first prompt_frames frames, zeros after"
+                ),
             ],
             dims={
-                "tokens": Dim(1, 200, n_max,
-                              f"prefix tokens without lookahead (25 Hz); max {n_max}: the rel-pos tables are "
-                              f"frozen at {rel_pos_max_tokens(model)} tokens ({ratio}x that up-encoder "
-                              f"positions) and frames must fit the estimator ({MAX_FRAMES})", role="tokens"),
-                "prompt_frames": Dim(0, 2 * PROMPT_TOKENS, ratio * n_max,
-                                     "prompt mel frames (50 Hz); at most frames", role="prompt"),
-                "frames": Dim(ratio, ratio * 200, ratio * n_max, f"mel frames = {ratio} x tokens", role="frames",
-                              derived_from={"dim": "tokens", "scale": ratio, "offset": 0}),
+                "tokens": Dim(
+                    1,
+                    200,
+                    n_max,
+                    f"prefix tokens without lookahead (25 Hz); max {n_max}: the rel-pos tables are "
+                    f"frozen at {rel_pos_max_tokens(model)} tokens ({ratio}x that up-encoder "
+                    f"positions) and frames must fit the estimator ({MAX_FRAMES})",
+                    role="tokens",
+                ),
+                "prompt_frames": Dim(
+                    0, 2 * PROMPT_TOKENS, ratio * n_max, "prompt mel frames (50 Hz); at most frames", role="prompt"
+                ),
+                "frames": Dim(
+                    ratio,
+                    ratio * 200,
+                    ratio * n_max,
+                    f"mel frames = {ratio} x tokens",
+                    role="frames",
+                    derived_from={"dim": "tokens", "scale": ratio, "offset": 0},
+                ),
             },
             tolerances={
                 "mu": Tolerance(
-                    atol=1e-4, rtol=1e-4,
+                    atol=1e-4,
+                    rtol=1e-4,
                     reason="fp32 reassociation through the conformer blocks (rel-pos attention softmax, "
-                           "LayerNorm, SiLU FFN) and two convs; measured <= 2.2e-6 on tiny and full bundles "
-                           "(|mu| up to ~2.6). A wrong chunk mask moves mu by >= 7e-3 and a dropped "
-                           "lookahead by >= 0.16 even on the 1-block tiny encoder"),
-                "spks": Tolerance(atol=1e-5, rtol=1e-5,
-                                  reason="one normalize + Linear(192->80); measured ~1e-7"),
-                "cond": Tolerance(atol=0.0, check="exact",
-                                  reason="a copy of prompt_feat and zeros: no arithmetic"),
+                    "LayerNorm, SiLU FFN) and two convs; measured <= 2.2e-6 on tiny and full bundles "
+                    "(|mu| up to ~2.6). A wrong chunk mask moves mu by >= 7e-3 and a dropped "
+                    "lookahead by >= 0.16 even on the 1-block tiny encoder",
+                ),
+                "spks": Tolerance(atol=1e-5, rtol=1e-5, reason="one normalize + Linear(192->80); measured ~1e-7"),
+                "cond": Tolerance(atol=0.0, check="exact", reason="a copy of prompt_feat and zeros: no arithmetic"),
             },
             cases=[
-                TestCase("offline", "finalize=true, streaming=false: prompt + 60 tokens (odd total, one token "
-                                    "id -1 to exercise the clamp), as the non-stream token2wav call"),
-                TestCase("first_chunk", f"streaming, finalize=false, no prompt: {chunk} tokens + {look} "
-                                        "context (prompt_frames = 0)"),
-                TestCase("first_chunk_prompt", f"streaming, finalize=false: {PROMPT_TOKENS} prompt tokens + "
-                                               f"{chunk}+pad generated, + {look} context"),
-                TestCase("steady_chunk", "streaming, finalize=false: prompt + first hop + a 50-token hop "
-                                         "(4 attention chunks) + context"),
-                TestCase("final_chunk", "finalize=true, streaming=false (upstream's last stream call): "
-                                        "prompt + 121 generated tokens; context holds tokens that must be "
-                                        "ignored"),
+                TestCase(
+                    "offline",
+                    "finalize=true, streaming=false: prompt + 60 tokens (odd total, one token "
+                    "id -1 to exercise the clamp), as the non-stream token2wav call",
+                ),
+                TestCase(
+                    "first_chunk",
+                    f"streaming, finalize=false, no prompt: {chunk} tokens + {look} context (prompt_frames = 0)",
+                ),
+                TestCase(
+                    "first_chunk_prompt",
+                    f"streaming, finalize=false: {PROMPT_TOKENS} prompt tokens + "
+                    f"{chunk}+pad generated, + {look} context",
+                ),
+                TestCase(
+                    "steady_chunk",
+                    "streaming, finalize=false: prompt + first hop + a 50-token hop (4 attention chunks) + context",
+                ),
+                TestCase(
+                    "final_chunk",
+                    "finalize=true, streaming=false (upstream's last stream call): "
+                    "prompt + 121 generated tokens; context holds tokens that must be "
+                    "ignored",
+                ),
             ],
             facts={
                 "token_mel_ratio": ratio,
@@ -155,9 +203,9 @@ class FlowEncoderExporter(GraphExporter):
                 "max_tokens": n_max,
                 "call_protocol": "prefix_recompute",
                 "finalize_semantics": "finalize=true: all tokens are input, no lookahead (context ignored); "
-                                      "upstream's final stream call and offline call also use streaming=false",
+                "upstream's final stream call and offline call also use streaming=false",
                 "new_frames": "upstream keeps mel[:, :, prompt_frames + token_mel_ratio * token_offset:] of the "
-                              "ODE output, token_offset = generated tokens already emitted",
+                "ODE output, token_offset = generated tokens already emitted",
             },
         )
 
@@ -169,28 +217,46 @@ class FlowEncoderExporter(GraphExporter):
 
         def token_range(chunk: str, prompt_tokens: int) -> DimRange:
             if chunk == "stream":
-                return DimRange(1, p.steady_prefix_tokens(prompt_tokens), t_top,
-                                "prefix without lookahead; opt: the first max-hop call")
+                return DimRange(
+                    1,
+                    p.steady_prefix_tokens(prompt_tokens),
+                    t_top,
+                    "prefix without lookahead; opt: the first max-hop call",
+                )
             return DimRange(1, prompt_tokens + nt, t_top, "the whole utterance (+ prompt) in one call")
 
         def mode(chunk: str) -> list[ProfileSpec]:
-            return [ProfileSpec("no_prompt", "calls without a prompt",
-                                {prompt: DimRange.pinned(0, "no prompt: zero-length prompt_feat"),
-                                 tokens: token_range(chunk, 0)}),
-                    ProfileSpec("with_prompt", "zero-shot calls (prompt mel present)",
-                                {prompt: DimRange(1, p.mel(pt), p_top, f"prompt mel; opt: a {pt}-token prompt"),
-                                 tokens: token_range(chunk, pt)})]
+            return [
+                ProfileSpec(
+                    "no_prompt",
+                    "calls without a prompt",
+                    {prompt: DimRange.pinned(0, "no prompt: zero-length prompt_feat"), tokens: token_range(chunk, 0)},
+                ),
+                ProfileSpec(
+                    "with_prompt",
+                    "zero-shot calls (prompt mel present)",
+                    {
+                        prompt: DimRange(1, p.mel(pt), p_top, f"prompt mel; opt: a {pt}-token prompt"),
+                        tokens: token_range(chunk, pt),
+                    },
+                ),
+            ]
 
         return {"stream": mode("stream"), "offline": mode("offline")}
 
     def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
-        keep = Fp32Keep(ops=NORM_SOFTMAX + ("Exp",),
-                        reason="LayerNorm statistics and the relative-position attention softmax")
-        budget = ("fp16 unit roundoff 4.9e-4 over the conformer blocks with norms and softmax fp32; |mu| up to ~2.6. "
-                  "Initial budget, not yet measured on TensorRT; catches O(1) errors (a broken engine) only")
-        tol = {"mu": Tolerance(atol=5e-2, rtol=2e-2, reason=budget),
-               "spks": Tolerance(atol=5e-2, rtol=2e-2, reason="one normalize + Linear in fp16; initial budget"),
-               "cond": spec.tolerances["cond"]}
+        keep = Fp32Keep(
+            ops=NORM_SOFTMAX + ("Exp",), reason="LayerNorm statistics and the relative-position attention softmax"
+        )
+        budget = (
+            "fp16 unit roundoff 4.9e-4 over the conformer blocks with norms and softmax fp32; |mu| up to ~2.6. "
+            "Initial budget, not yet measured on TensorRT; catches O(1) errors (a broken engine) only"
+        )
+        tol = {
+            "mu": Tolerance(atol=5e-2, rtol=2e-2, reason=budget),
+            "spks": Tolerance(atol=5e-2, rtol=2e-2, reason="one normalize + Linear in fp16; initial budget"),
+            "cond": spec.tolerances["cond"],
+        }
         return {"fp16": PrecisionPolicy("fp16", "float16", tol, ("tensorrt",), keep, doc="TensorRT fp16 plans only")}
 
     def wrapper(self, model):
@@ -257,8 +323,9 @@ class FlowEncoderExporter(GraphExporter):
             gen = rng.integers(0, flow.vocab_size, (1, n_gen))
             if case == "offline":
                 gen[0, 5] = -1
-            prompt_feat = (-5.0 + 2.0 * rng.standard_normal((1, flow.token_mel_ratio * n_prompt, flow.output_size))
-                           ).astype(np.float32)
+            prompt_feat = (
+                -5.0 + 2.0 * rng.standard_normal((1, flow.token_mel_ratio * n_prompt, flow.output_size))
+            ).astype(np.float32)
             embedding = rng.standard_normal((1, flow.spk_embed_affine_layer.in_features)).astype(np.float32)
             expected = upstream_pre_ode(model, gen, prompt, prompt_feat, embedding, streaming, finalize)
             prefix = np.concatenate([prompt, gen], axis=1)
@@ -266,9 +333,14 @@ class FlowEncoderExporter(GraphExporter):
                 token, context = prefix, rng.integers(0, flow.vocab_size, (1, look))
             else:
                 token, context = prefix[:, :-look], prefix[:, -look:]
-            feed = {"token": token.astype(np.int64), "context": context.astype(np.int64),
-                    "finalize": np.array([finalize]), "streaming": np.array([streaming]),
-                    "embedding": embedding, "prompt_feat": prompt_feat}
+            feed = {
+                "token": token.astype(np.int64),
+                "context": context.astype(np.int64),
+                "finalize": np.array([finalize]),
+                "streaming": np.array([streaming]),
+                "embedding": embedding,
+                "prompt_feat": prompt_feat,
+            }
             out[case] = (feed, expected)
         return out
 
@@ -282,8 +354,14 @@ def _capture_stub():
         seen: dict = {}
 
         def forward(self, mu, mask, n_timesteps, temperature=1.0, spks=None, cond=None, streaming=False):
-            self.seen = {"mu": mu.clone(), "mask": mask.clone(), "spks": spks.clone(), "cond": cond.clone(),
-                         "n_timesteps": n_timesteps, "streaming": streaming}
+            self.seen = {
+                "mu": mu.clone(),
+                "mask": mask.clone(),
+                "spks": spks.clone(),
+                "cond": cond.clone(),
+                "n_timesteps": n_timesteps,
+                "streaming": streaming,
+            }
             return torch.zeros_like(mu), None
 
     return CaptureDecoder()
@@ -311,13 +389,21 @@ def upstream_pre_ode(model, gen, prompt, prompt_feat, embedding, streaming: bool
     flow = model.flow
     i32 = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(torch.int32)  # noqa: E731
     with captured_decoder(flow) as stub:
-        flow.inference(token=i32(gen), token_len=torch.tensor([gen.shape[1]], dtype=torch.int32),
-                       prompt_token=i32(prompt), prompt_token_len=torch.tensor([prompt.shape[1]], dtype=torch.int32),
-                       prompt_feat=torch.from_numpy(prompt_feat),
-                       prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32),
-                       embedding=torch.from_numpy(embedding), streaming=streaming, finalize=finalize)
+        flow.inference(
+            token=i32(gen),
+            token_len=torch.tensor([gen.shape[1]], dtype=torch.int32),
+            prompt_token=i32(prompt),
+            prompt_token_len=torch.tensor([prompt.shape[1]], dtype=torch.int32),
+            prompt_feat=torch.from_numpy(prompt_feat),
+            prompt_feat_len=torch.tensor([prompt_feat.shape[1]], dtype=torch.int32),
+            embedding=torch.from_numpy(embedding),
+            streaming=streaming,
+            finalize=finalize,
+        )
     seen = stub.seen
     if not bool((seen["mask"] == 1).all()) or seen["streaming"] != streaming:
-        raise RuntimeError("upstream flow.inference no longer calls its decoder as this exporter assumes "
-                           "(all-ones mask, streaming passed through)")
+        raise RuntimeError(
+            "upstream flow.inference no longer calls its decoder as this exporter assumes "
+            "(all-ones mask, streaming passed through)"
+        )
     return {k: seen[k].numpy().astype(np.float32) for k in ("mu", "spks", "cond")}

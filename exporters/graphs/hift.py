@@ -8,6 +8,7 @@ phase is dropped (it has no effect on the output; see exporters/rewrites/hift_so
 `NoiseDrivenSource` (SineGen2 with noise in) in the wrapper and the conv STFT/ISTFT patch on
 `HiFTGenerator._stft/_istft`; everything else is the upstream module with weight norm folded.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,11 +16,11 @@ import copy
 
 import numpy as np
 
+from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
+from exporters.model.facts import chunk_policy
 from specs.chunk_policy import ChunkPolicy
 from specs.io_spec import CachePair, Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
 from specs.precision import Fp32Keep, PrecisionPolicy
-from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
-from exporters.model.facts import chunk_policy
 
 MAX_FRAMES = 3000  # 60 s of mel at 50 Hz: an offline (non-streaming) call on a whole utterance
 
@@ -37,6 +38,13 @@ def hift_sizes(model) -> dict:
         "istft_hop": int(hift.istft_params["hop_len"]),
         "audio_limit": float(hift.audio_limit),
     }
+
+
+def stream_sizes(model) -> tuple[dict, ChunkPolicy, int, int, int, int]:
+    """The graph's sizes, the chunk policy, and from them: samples per mel frame, harmonics, cached mel frames,
+    cached source samples (the policy checks source cache = mel cache x samples per frame)."""
+    s, policy = hift_sizes(model), chunk_policy(model)
+    return s, policy, s["samples_per_mel_frame"], s["harmonics"], policy.mel_cache_len, policy.source_cache_len
 
 
 def case_chunk_frames(policy: ChunkPolicy) -> tuple[int, int, int]:
@@ -97,82 +105,122 @@ class HiftExporter(GraphExporter):
     trace_case = "steady_chunk"
 
     def spec(self, model) -> GraphSpec:
-        s = hift_sizes(model)
-        policy = chunk_policy(model)
-        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy.mel_cache_len,
-                                        policy.source_cache_len)
-        if src_cache != mel_cache * spm:
-            raise ValueError(f"source_cache_len {src_cache} != mel_cache_len {mel_cache} * {spm}")
+        s, policy, spm, h, mel_cache, src_cache = stream_sizes(model)
         first, steady_new, final_new = case_chunk_frames(policy)
         steady = steady_new + mel_cache  # a second streaming call: the TensorRT "opt" size
         t = lambda n, shape, d: TensorSpec(n, "float32", shape, d)  # noqa: E731
         return GraphSpec(
             graph=self.name,
             description="HiFT vocoder of CosyVoice2 (upstream HiFTGenerator.inference): mel -> F0 -> harmonic "
-                        "source (noise as an input) -> waveform, with upstream's streaming source cache. Streaming "
-                        f"calls: mel = the previous call's last {mel_cache} mel frames + the new frames, cache_source "
-                        f"= the previous call's source[..., -{src_cache}:]; the first call passes a zero-length "
-                        "cache_source. The runtime cross-fades and holds back the tail (runtime/vocoder.py).",
+            "source (noise as an input) -> waveform, with upstream's streaming source cache. Streaming "
+            f"calls: mel = the previous call's last {mel_cache} mel frames + the new frames, cache_source "
+            f"= the previous call's source[..., -{src_cache}:]; the first call passes a zero-length "
+            "cache_source. The runtime cross-fades and holds back the tail (runtime/vocoder.py).",
             inputs=[
-                t("mel", [1, s["mel_bins"], "frames"], f"{s['mel_bins']}-bin log-mel at 50 Hz; in streaming, the "
-                  f"{mel_cache} cached frames of the previous call come first"),
-                t("cache_source", [1, 1, "cache_samples"], "source samples of the previous call "
-                  f"(source[..., -{src_cache}:]) that overwrite the start of this call's source; length 0 on the "
-                  "first call; cache_samples <= samples"),
-                t("noise", [1, "samples", h], f"i.i.d. standard-normal noise for the {h} harmonics of the sine "
-                  "source, one row per output sample (upstream: randn_like inside SineGen2.forward)"),
+                t(
+                    "mel",
+                    [1, s["mel_bins"], "frames"],
+                    f"{s['mel_bins']}-bin log-mel at 50 Hz; in streaming, the "
+                    f"{mel_cache} cached frames of the previous call come first",
+                ),
+                t(
+                    "cache_source",
+                    [1, 1, "cache_samples"],
+                    "source samples of the previous call "
+                    f"(source[..., -{src_cache}:]) that overwrite the start of this call's source; length 0 on the "
+                    "first call; cache_samples <= samples",
+                ),
+                t(
+                    "noise",
+                    [1, "samples", h],
+                    f"i.i.d. standard-normal noise for the {h} harmonics of the sine "
+                    "source, one row per output sample (upstream: randn_like inside SineGen2.forward)",
+                ),
             ],
             outputs=[
-                t("audio", [1, "samples"], f"waveform at {s['sample_rate']} Hz, clamped to "
-                  f"[-{s['audio_limit']}, {s['audio_limit']}] (before cross-fade)"),
-                t("source", [1, 1, "samples"], "the harmonic source after the cache overwrite; the runtime keeps "
-                  f"its last {src_cache} samples as the next cache_source"),
+                t(
+                    "audio",
+                    [1, "samples"],
+                    f"waveform at {s['sample_rate']} Hz, clamped to "
+                    f"[-{s['audio_limit']}, {s['audio_limit']}] (before cross-fade)",
+                ),
+                t(
+                    "source",
+                    [1, 1, "samples"],
+                    "the harmonic source after the cache overwrite; the runtime keeps "
+                    f"its last {src_cache} samples as the next cache_source",
+                ),
             ],
             dims={
                 "frames": Dim(1, steady, MAX_FRAMES, "mel frames of this call, cached frames included", role="frames"),
                 "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}", role="cache"),
-                "samples": Dim(spm, spm * steady, spm * MAX_FRAMES, f"output samples = {spm} * frames",
-                               role="samples", derived_from={"dim": "frames", "scale": spm, "offset": 0}),
+                "samples": Dim(
+                    spm,
+                    spm * steady,
+                    spm * MAX_FRAMES,
+                    f"output samples = {spm} * frames",
+                    role="samples",
+                    derived_from={"dim": "frames", "scale": spm, "offset": 0},
+                ),
             },
             tolerances={
                 "audio": Tolerance(
-                    atol=3e-4, rtol=0.0,
+                    atol=3e-4,
+                    rtol=0.0,
                     reason="set by F0, not by the vocoder: ORT's and oneDNN's float32 convs round the F0 "
-                           "predictor's output differently by a few ulps (~3e-5 Hz), and the sine phase "
-                           "integrates F0 over the call, so the difference grows along the output. Measured "
-                           "max |err| 7.2e-5 (tiny) / 3.2e-5 (full size) on these <= 108-frame cases, ~1e-4 on "
-                           "200-frame streaming calls; with F0 pinned the graph equals upstream within 1e-6 "
-                           "(tests/test_hift_streaming.py). 3e-4 (~10 PCM LSB) still fails a wrong cache "
-                           "overwrite, noise or bias (errors >= 1e-2)"),
+                    "predictor's output differently by a few ulps (~3e-5 Hz), and the sine phase "
+                    "integrates F0 over the call, so the difference grows along the output. Measured "
+                    "max |err| 7.2e-5 (tiny) / 3.2e-5 (full size) on these <= 108-frame cases, ~1e-4 on "
+                    "200-frame streaming calls; with F0 pinned the graph equals upstream within 1e-6 "
+                    "(tests/test_hift_streaming.py). 3e-4 (~10 PCM LSB) still fails a wrong cache "
+                    "overwrite, noise or bias (errors >= 1e-2)",
+                ),
                 "source": Tolerance(
-                    atol=2e-4, rtol=0.0,
+                    atol=2e-4,
+                    rtol=0.0,
                     reason="the source is tanh(linear(0.1 * sin(phase) ...)): same F0-driven phase drift as "
-                           "audio. Measured max |err| 4.8e-5 (tiny) / 4.2e-5 (full size); the cached prefix is "
-                           "copied exactly. Unseen noise would give errors >= 1e-3"),
+                    "audio. Measured max |err| 4.8e-5 (tiny) / 4.2e-5 (full size); the cached prefix is "
+                    "copied exactly. Unseen noise would give errors >= 1e-3",
+                ),
             },
             cases=[
                 TestCase("first_chunk", f"first streaming call: {first} frames, zero-length cache_source"),
-                TestCase("steady_chunk", f"second call: {mel_cache} cached + {steady_new} new frames, cache_source = "
-                                         f"the first call's last {src_cache} source samples"),
-                TestCase("final_chunk", f"final call: {mel_cache} cached + {final_new} new frames (odd), "
-                                        "cache_source from the steady call"),
+                TestCase(
+                    "steady_chunk",
+                    f"second call: {mel_cache} cached + {steady_new} new frames, cache_source = "
+                    f"the first call's last {src_cache} source samples",
+                ),
+                TestCase(
+                    "final_chunk",
+                    f"final call: {mel_cache} cached + {final_new} new frames (odd), cache_source from the steady call",
+                ),
             ],
-            caches=[CachePair("cache_source", "source", f"next cache_source = source[..., -{src_cache}:]; the "
-                              f"mel input of the next call starts with this call's last {mel_cache} mel frames",
-                              first_call="zero-length")],
+            caches=[
+                CachePair(
+                    "cache_source",
+                    "source",
+                    f"next cache_source = source[..., -{src_cache}:]; the "
+                    f"mel input of the next call starts with this call's last {mel_cache} mel frames",
+                    first_call="zero-length",
+                )
+            ],
             facts={
                 **s,
                 "mel_cache_len": mel_cache,
                 "source_cache_len": src_cache,
-                "noise": {"input": "noise", "distribution": "standard_normal", "dtype": "float32",
-                          "shape": ["samples", "harmonics"],
-                          "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime "
-                                 "draws it per absolute mel frame (specs/noise.py) so chunked and whole-utterance "
-                                 "runs use identical noise"},
+                "noise": {
+                    "input": "noise",
+                    "distribution": "standard_normal",
+                    "dtype": "float32",
+                    "shape": ["samples", "harmonics"],
+                    "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime "
+                    "draws it per absolute mel frame (specs/noise.py) so chunked and whole-utterance "
+                    "runs use identical noise",
+                },
                 "initial_phase": "dropped: upstream's random SineGen2 initial phase only changes samples the "
-                                 "1/samples_per_mel_frame linear downsample never reads",
+                "1/samples_per_mel_frame linear downsample never reads",
                 "cache_rule": f"call k > 0: mel = concat(mel_prev[..., -{mel_cache}:], new mel), cache_source = "
-                              f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
+                f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
             },
         )
 
@@ -182,25 +230,43 @@ class HiftExporter(GraphExporter):
         (frames,), (cache,) = spec.dims_with_role("frames"), spec.dims_with_role("cache")
         top = spec.dims[frames].max
         no_cache = DimRange.pinned(0, "no source cache before the first call (zero-length input)")
-        utterance = DimRange(p.mel(1), p.mel(typical_utterance_tokens(p)), top,
-                             "one call on the whole utterance's mel (no cache)")
-        first = DimRange(p.mel(1), p.mel(p.token_hop_len + p.prompt_pad(typical_prompt_tokens(p))),
-                         p.mel(p.final_only_max_tokens), f"first call: {p.token_mel_ratio} x (hop + prompt pad) "
-                         f"frames, or a final-only call of 1..{p.final_only_max_tokens} tokens")
+        utterance = DimRange(
+            p.mel(1), p.mel(typical_utterance_tokens(p)), top, "one call on the whole utterance's mel (no cache)"
+        )
+        first = DimRange(
+            p.mel(1),
+            p.mel(p.token_hop_len + p.prompt_pad(typical_prompt_tokens(p))),
+            p.mel(p.final_only_max_tokens),
+            f"first call: {p.token_mel_ratio} x (hop + prompt pad) "
+            f"frames, or a final-only call of 1..{p.final_only_max_tokens} tokens",
+        )
         lo_new, hi_new = p.final_after_chunks_tokens
-        later_cache = DimRange(1, p.source_cache_len, p.source_cache_len,
-                               f"the previous call's last {p.source_cache_len} source samples")
-        later = DimRange(p.mel_cache_len + p.mel(lo_new), p.mel_cache_len + p.mel(p.token_max_hop_len),
-                         p.mel_cache_len + p.mel(hi_new),
-                         f"{p.mel_cache_len} cached frames + {p.token_mel_ratio} x new tokens ({lo_new}..{hi_new} on "
-                         f"the final call, {p.token_max_hop_len} steady)")
+        later_cache = DimRange(
+            1, p.source_cache_len, p.source_cache_len, f"the previous call's last {p.source_cache_len} source samples"
+        )
+        later = DimRange(
+            p.mel_cache_len + p.mel(lo_new),
+            p.mel_cache_len + p.mel(p.token_max_hop_len),
+            p.mel_cache_len + p.mel(hi_new),
+            f"{p.mel_cache_len} cached frames + {p.token_mel_ratio} x new tokens ({lo_new}..{hi_new} on "
+            f"the final call, {p.token_max_hop_len} steady)",
+        )
         return {
-            "stream": [ProfileSpec("first_chunk", "first call of a stream (or its only, final, call)",
-                                   {cache: no_cache, frames: first}),
-                       ProfileSpec("later_chunks", "every call after the first: cached mel + source",
-                                   {cache: later_cache, frames: later})],
-            "offline": [ProfileSpec("utterance", "offline: one call, zero-length cache_source",
-                                    {cache: no_cache, frames: utterance})],
+            "stream": [
+                ProfileSpec(
+                    "first_chunk", "first call of a stream (or its only, final, call)", {cache: no_cache, frames: first}
+                ),
+                ProfileSpec(
+                    "later_chunks",
+                    "every call after the first: cached mel + source",
+                    {cache: later_cache, frames: later},
+                ),
+            ],
+            "offline": [
+                ProfileSpec(
+                    "utterance", "offline: one call, zero-length cache_source", {cache: no_cache, frames: utterance}
+                )
+            ],
         }
 
     def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
@@ -208,17 +274,37 @@ class HiftExporter(GraphExporter):
         note at the end of this module."""
         keep = Fp32Keep(
             ops=NORM_SOFTMAX + ("Exp", "Sin", "Cos", "CumSum", "Div", "Atan", "Log"),
-            name_patterns=(r"^/source/", r"f0_predictor", r"m_source"), paths=(("Exp", "audio"),),
+            name_patterns=(r"^/source/", r"f0_predictor", r"m_source"),
+            paths=(("Exp", "audio"),),
             reason="the harmonic source integrates phase (cumsum of f0/sr over a whole call: thousands of radians, "
-                   "fp16 spacing ~1 rad) and the f0 that drives it; the magnitude path exp -> clip -> polar -> "
-                   "ISTFT -> window-envelope division -> audio needs fp32 range and precision")
-        tol = {"audio": Tolerance(atol=2e-2, rtol=0.0, reason="fp16 convs with fp32 source and magnitude path; "
-                                  "audio in [-0.99, 0.99]: 2e-2 is -34 dBFS, still far below a broken engine. "
-                                  "Initial budget, not yet measured on TensorRT"),
-               "source": Tolerance(atol=1e-2, rtol=0.0, reason="source computed in fp32 (kept nodes); fp16 only in "
-                                   "the f0 predictor's inputs. Initial budget, not yet measured on TensorRT")}
-        return {"fp16": PrecisionPolicy("fp16", "float16", tol, ("tensorrt",), keep,
-                                        doc="TensorRT fp16 plans only (tts-build-trt --precision fp16)")}
+            "fp16 spacing ~1 rad) and the f0 that drives it; the magnitude path exp -> clip -> polar -> "
+            "ISTFT -> window-envelope division -> audio needs fp32 range and precision",
+        )
+        tol = {
+            "audio": Tolerance(
+                atol=2e-2,
+                rtol=0.0,
+                reason="fp16 convs with fp32 source and magnitude path; "
+                "audio in [-0.99, 0.99]: 2e-2 is -34 dBFS, still far below a broken engine. "
+                "Initial budget, not yet measured on TensorRT",
+            ),
+            "source": Tolerance(
+                atol=1e-2,
+                rtol=0.0,
+                reason="source computed in fp32 (kept nodes); fp16 only in "
+                "the f0 predictor's inputs. Initial budget, not yet measured on TensorRT",
+            ),
+        }
+        return {
+            "fp16": PrecisionPolicy(
+                "fp16",
+                "float16",
+                tol,
+                ("tensorrt",),
+                keep,
+                doc="TensorRT fp16 plans only (tts-build-trt --precision fp16)",
+            )
+        }
 
     def wrapper(self, model):
         import torch
@@ -237,7 +323,7 @@ class HiftExporter(GraphExporter):
                 f0 = self.hift.f0_predictor(mel)  # (1, frames)
                 s = self.source(f0, noise)  # (1, 1, samples)
                 # upstream: s[:, :, :len(cache)] = cache if len(cache) else s; the same for length 0
-                s = torch.cat([cache_source, s[:, :, cache_source.shape[2]:]], dim=2)
+                s = torch.cat([cache_source, s[:, :, cache_source.shape[2] :]], dim=2)
                 return self.hift.decode(x=mel, s=s), s
 
         return HiftWrapper(fold_weight_norm(model.hift))
@@ -248,13 +334,10 @@ class HiftExporter(GraphExporter):
     def cases(self, model, seed: int) -> dict[str, Case]:
         import torch
 
-        from exporters.oracles.hift import upstream_hift
         from exporters.oracles.flow import upstream_flow_mel
+        from exporters.oracles.hift import upstream_hift
 
-        s = hift_sizes(model)
-        policy = chunk_policy(model)
-        spm, h, mel_cache, src_cache = (s["samples_per_mel_frame"], s["harmonics"], policy.mel_cache_len,
-                                        policy.source_cache_len)
+        s, policy, spm, h, mel_cache, src_cache = stream_sizes(model)
         first, steady_new, final_new = case_chunk_frames(policy)
         plan = [("first_chunk", first), ("steady_chunk", steady_new), ("final_chunk", final_new)]
         total = first + steady_new + final_new
@@ -265,14 +348,13 @@ class HiftExporter(GraphExporter):
         start, cache = 0, np.zeros((1, 1, 0), np.float32)
         for case, new in plan:
             lo = start - (mel_cache if start else 0)
-            chunk = np.ascontiguousarray(mel[:, :, lo:start + new])
+            chunk = np.ascontiguousarray(mel[:, :, lo : start + new])
             # Gaussian noise on a 1/32 grid: still N(0, 1)-like for the test, but its float32 values have
             # short mantissas, so the committed golden vectors compress ~3x (the noise is most of the bytes).
             noise = np.round(rng.standard_normal((1, chunk.shape[2] * spm, h)) * 32).astype(np.float32) / 32
             phase = rng.random((1, h), dtype=np.float32)  # upstream's random initial phase: no effect
             speech, source = upstream_hift(model.hift, chunk, cache, noise, phase)
-            out[case] = ({"mel": chunk, "cache_source": cache, "noise": noise},
-                         {"audio": speech, "source": source})
+            out[case] = ({"mel": chunk, "cache_source": cache, "noise": noise}, {"audio": speech, "source": source})
             start += new
             cache = np.ascontiguousarray(source[:, :, -src_cache:])
         return out

@@ -19,17 +19,24 @@ and making every reshape constant, our first graph was ~15% slower than GenAI's 
 The INT8 variant (`llm.int8`, `tts-export --int8`) quantizes the MatMul weights of this graph with ONNX
 Runtime's MatMulNBits (exporters/pipeline/weight_only.py): 8 bits, blocks of 32, int8 compute (accuracy_level 4).
 """
+
 from __future__ import annotations
 
 import inspect
 
 import numpy as np
 
+from exporters.graphs.base import (
+    NORM_SOFTMAX,
+    TYPICAL_TEXT_TOKENS,
+    Case,
+    GraphExporter,
+    typical_prompt_tokens,
+    typical_utterance_tokens,
+)
 from specs.chunk_policy import ChunkPolicy
 from specs.io_spec import CachePair, Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
 from specs.precision import Fp32Keep, PrecisionPolicy
-from exporters.graphs.base import (NORM_SOFTMAX, TYPICAL_TEXT_TOKENS, Case, GraphExporter, typical_prompt_tokens,
-                                   typical_utterance_tokens)
 
 PREFILL_TEXT, PREFILL_SPEECH = 12, 25  # prefill case: sos + 12 text + task_id + 25 prompt speech = 39
 DEEP_TEXT, DEEP_SPEECH = 40, 258  # deep_decode: a 300-position cache, then one step
@@ -51,12 +58,19 @@ INT8 = {"bits": 8, "block_size": 32, "accuracy_level": 4}
 def llm_sizes(llm) -> dict:
     cfg = llm.llm.model.config
     heads = int(cfg.num_attention_heads)
-    return {"hidden_size": int(cfg.hidden_size), "num_layers": int(cfg.num_hidden_layers), "num_heads": heads,
-            "num_kv_heads": int(cfg.num_key_value_heads),
-            "head_dim": int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
-            "max_positions": int(cfg.max_position_embeddings), "rope_theta": float(cfg.rope_theta),
-            "rms_norm_eps": float(cfg.rms_norm_eps), "text_vocab_size": int(cfg.vocab_size),
-            "speech_token_size": int(llm.speech_token_size), "logits_size": int(llm.llm_decoder.out_features)}
+    return {
+        "hidden_size": int(cfg.hidden_size),
+        "num_layers": int(cfg.num_hidden_layers),
+        "num_heads": heads,
+        "num_kv_heads": int(cfg.num_key_value_heads),
+        "head_dim": int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads),
+        "max_positions": int(cfg.max_position_embeddings),
+        "rope_theta": float(cfg.rope_theta),
+        "rms_norm_eps": float(cfg.rms_norm_eps),
+        "text_vocab_size": int(cfg.vocab_size),
+        "speech_token_size": int(llm.speech_token_size),
+        "logits_size": int(llm.llm_decoder.out_features),
+    }
 
 
 def cache_names(num_layers: int) -> list[tuple[str, str]]:
@@ -74,23 +88,35 @@ def lm_facts(model) -> dict:
         **s,
         "logits": "raw llm_decoder output for the last input position; upstream samples from its log_softmax",
         "lm_input": "concat over time of llm.llm_embedding[sos_index], llm.embed_tokens[prompt_text ++ text], "
-                    "llm.llm_embedding[task_id_index], llm.speech_embedding[prompt_speech_tokens]",
+        "llm.llm_embedding[task_id_index], llm.speech_embedding[prompt_speech_tokens]",
         "next_input": "llm.speech_embedding[token] (one position per decode step)",
         "positions": "contiguous from 0 over lm_input then generated tokens; attention_mask all ones over "
-                     "past + current positions; the graph adds causality over cache slots",
-        "sos_index": int(llm.sos), "task_id_index": int(llm.task_id),
-        "eos_token": eos, "stop_tokens": [int(t) for t in llm.stop_token_ids], "fill_token": int(llm.fill_token),
-        "min_token_text_ratio": ratio("min_token_text_ratio"), "max_token_text_ratio": ratio("max_token_text_ratio"),
+        "past + current positions; the graph adds causality over cache slots",
+        "sos_index": int(llm.sos),
+        "task_id_index": int(llm.task_id),
+        "eos_token": eos,
+        "stop_tokens": [int(t) for t in llm.stop_token_ids],
+        "fill_token": int(llm.fill_token),
+        "min_token_text_ratio": ratio("min_token_text_ratio"),
+        "max_token_text_ratio": ratio("max_token_text_ratio"),
         "length_rule": "N = len(text ids) without the prompt text; the first int(N * min_token_text_ratio) "
-                       "steps have eos_token masked (only eos, as upstream's sampling_ids; the other stop ids "
-                       "stay samplable), at most int(N * max_token_text_ratio) steps; stop ids are not yielded",
+        "steps have eos_token masked (only eos, as upstream's sampling_ids; the other stop ids "
+        "stay samplable), at most int(N * max_token_text_ratio) steps; stop ids are not yielded",
         "mix_ratio": [int(r) for r in llm.mix_ratio],
-        "sampling": {"method": "ras_sampling", **{k: float(v) if isinstance(v, float) else int(v)
-                                                  for k, v in model.sampling.items()}},
-        "data": {"embed_tokens": "llm.embed_tokens", "speech_embedding": "llm.speech_embedding",
-                 "llm_embedding": "llm.llm_embedding"},
-        "kv_cache": {"past": "past_key_values.%d.key|value", "present": "present.%d.key|value",
-                     "layout": "(1, num_kv_heads, positions, head_dim), keys after RoPE"},
+        "sampling": {
+            "method": "ras_sampling",
+            **{k: float(v) if isinstance(v, float) else int(v) for k, v in model.sampling.items()},
+        },
+        "data": {
+            "embed_tokens": "llm.embed_tokens",
+            "speech_embedding": "llm.speech_embedding",
+            "llm_embedding": "llm.llm_embedding",
+        },
+        "kv_cache": {
+            "past": "past_key_values.%d.key|value",
+            "present": "present.%d.key|value",
+            "layout": "(1, num_kv_heads, positions, head_dim), keys after RoPE",
+        },
     }
 
 
@@ -104,8 +130,13 @@ class LLMExporter(GraphExporter):
 
     def spec(self, model) -> GraphSpec:
         s = llm_sizes(model.llm)
-        hidden, kv, hd, vocab, max_pos = (s["hidden_size"], s["num_kv_heads"], s["head_dim"], s["logits_size"],
-                                          s["max_positions"])
+        hidden, kv, hd, vocab, max_pos = (
+            s["hidden_size"],
+            s["num_kv_heads"],
+            s["head_dim"],
+            s["logits_size"],
+            s["max_positions"],
+        )
         f = lambda n, shape, doc: TensorSpec(n, "float32", shape, doc)  # noqa: E731
         past, present = [], []
         for name_in, name_out in cache_names(s["num_layers"]):
@@ -115,31 +146,62 @@ class LLMExporter(GraphExporter):
         return GraphSpec(
             graph=self.name,
             description="One step of the CosyVoice2 speech-token LM: Qwen2 backbone over inputs_embeds with an "
-                        "explicit KV cache, then llm_decoder on the last position. Prefill = the whole lm_input "
-                        "with zero-length past; decode = one speech_embedding row per call.",
-            inputs=[f("inputs_embeds", [1, "sequence_length", hidden], "embeddings of the new positions (see facts "
-                      "lm_input / next_input)"),
-                    TensorSpec("attention_mask", "int64", [1, "total_sequence_length"],
-                               "1 for every valid cache slot, past and current (all ones for one utterance)"),
-                    TensorSpec("position_ids", "int64", [1, "sequence_length"],
-                               "RoPE positions of the new positions: past_sequence_length + arange(sequence_length)"),
-                    *past],
+            "explicit KV cache, then llm_decoder on the last position. Prefill = the whole lm_input "
+            "with zero-length past; decode = one speech_embedding row per call.",
+            inputs=[
+                f(
+                    "inputs_embeds",
+                    [1, "sequence_length", hidden],
+                    "embeddings of the new positions (see facts lm_input / next_input)",
+                ),
+                TensorSpec(
+                    "attention_mask",
+                    "int64",
+                    [1, "total_sequence_length"],
+                    "1 for every valid cache slot, past and current (all ones for one utterance)",
+                ),
+                TensorSpec(
+                    "position_ids",
+                    "int64",
+                    [1, "sequence_length"],
+                    "RoPE positions of the new positions: past_sequence_length + arange(sequence_length)",
+                ),
+                *past,
+            ],
             outputs=[f("logits", [1, vocab], "llm_decoder scores of the last position (pre-softmax)"), *present],
-            dims={"sequence_length": Dim(1, 1, max_pos, "new positions in this call (prefill: len(lm_input))",
-                                         role="sequence"),
-                  "past_sequence_length": Dim(0, 300, max_pos - 1, "cached positions (0 on the first call)",
-                                              role="past"),
-                  "total_sequence_length": Dim(1, 301, max_pos, "past_sequence_length + sequence_length",
-                                               role="total", sum_of=["past_sequence_length", "sequence_length"])},
+            dims={
+                "sequence_length": Dim(
+                    1, 1, max_pos, "new positions in this call (prefill: len(lm_input))", role="sequence"
+                ),
+                "past_sequence_length": Dim(0, 300, max_pos - 1, "cached positions (0 on the first call)", role="past"),
+                "total_sequence_length": Dim(
+                    1,
+                    301,
+                    max_pos,
+                    "past_sequence_length + sequence_length",
+                    role="total",
+                    sum_of=["past_sequence_length", "sequence_length"],
+                ),
+            },
             tolerances=self.tolerances(s["num_layers"]),
-            cases=[TestCase("prefill", f"first call: lm_input of sos + {PREFILL_TEXT} text + task_id + "
-                                       f"{PREFILL_SPEECH} prompt speech tokens, zero-length past"),
-                   TestCase("first_decode", "one speech token after the prefill (upstream's cache)"),
-                   TestCase("bistream_extend", f"{EXTEND_TEXT} text + {EXTEND_SPEECH} speech positions appended "
-                                               "to a cache (bistream's mix_ratio chunk)"),
-                   TestCase("deep_decode", f"one speech token after a {2 + DEEP_TEXT + DEEP_SPEECH}-position cache")],
-            caches=[CachePair(i, o, "output of call k is the input of call k+1", "zero-length")
-                    for i, o in cache_names(s["num_layers"])],
+            cases=[
+                TestCase(
+                    "prefill",
+                    f"first call: lm_input of sos + {PREFILL_TEXT} text + task_id + "
+                    f"{PREFILL_SPEECH} prompt speech tokens, zero-length past",
+                ),
+                TestCase("first_decode", "one speech token after the prefill (upstream's cache)"),
+                TestCase(
+                    "bistream_extend",
+                    f"{EXTEND_TEXT} text + {EXTEND_SPEECH} speech positions appended "
+                    "to a cache (bistream's mix_ratio chunk)",
+                ),
+                TestCase("deep_decode", f"one speech token after a {2 + DEEP_TEXT + DEEP_SPEECH}-position cache"),
+            ],
+            caches=[
+                CachePair(i, o, "output of call k is the input of call k+1", "zero-length")
+                for i, o in cache_names(s["num_layers"])
+            ],
             facts=lm_facts(model),
         )
 
@@ -152,35 +214,71 @@ class LLMExporter(GraphExporter):
         prompt = typical_prompt_tokens(p)
         prefill_opt = 2 + TYPICAL_TEXT_TOKENS + prompt  # sos + text + task_id + prompt speech
         cap_why = f"capped at {positions} positions / {prefill_max} prefill positions (exporters/graphs/llm.py)"
-        pre = {past: DimRange.pinned(0, "prefill: zero-length KV cache"),
-               seq: DimRange(1, prefill_opt, prefill_max, f"lm_input; opt: sos + {TYPICAL_TEXT_TOKENS} text + task "
-                             f"+ {prompt} prompt speech tokens; {cap_why}"),
-               total: DimRange(1, prefill_opt, prefill_max, "= sequence length (no past)")}
+        pre = {
+            past: DimRange.pinned(0, "prefill: zero-length KV cache"),
+            seq: DimRange(
+                1,
+                prefill_opt,
+                prefill_max,
+                f"lm_input; opt: sos + {TYPICAL_TEXT_TOKENS} text + task + {prompt} prompt speech tokens; {cap_why}",
+            ),
+            total: DimRange(1, prefill_opt, prefill_max, "= sequence length (no past)"),
+        }
         past_opt = prefill_opt + typical_utterance_tokens(p) // 2
-        dec = {past: DimRange(1, past_opt, positions - new_max, f"cached positions; opt: mid-utterance; {cap_why}"),
-               seq: DimRange(1, 1, new_max, f"one token per decode step; bistream appends mix_ratio chunks "
-                             f"(<= {new_max})"),
-               total: DimRange(2, past_opt + 1, positions, "= past + sequence length at min, opt and max")}
-        return {"any": [ProfileSpec("prefill", "first call: the whole lm_input, empty cache", pre),
-                        ProfileSpec("decode", "every later call: cache + new positions", dec)]}
+        dec = {
+            past: DimRange(1, past_opt, positions - new_max, f"cached positions; opt: mid-utterance; {cap_why}"),
+            seq: DimRange(
+                1, 1, new_max, f"one token per decode step; bistream appends mix_ratio chunks (<= {new_max})"
+            ),
+            total: DimRange(2, past_opt + 1, positions, "= past + sequence length at min, opt and max"),
+        }
+        return {
+            "any": [
+                ProfileSpec("prefill", "first call: the whole lm_input, empty cache", pre),
+                ProfileSpec("decode", "every later call: cache + new positions", dec),
+            ]
+        }
 
     def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
         """fp16 for TensorRT plans; weight-only int8 for ONNX Runtime (`tts-export --int8`, graph `llm.int8`)."""
-        keep = Fp32Keep(ops=NORM_SOFTMAX + ("Sin", "Cos", "Exp"),
-                        reason="RMSNorm (Pow/ReduceMean/Sqrt) statistics, attention softmax and the RoPE angles")
-        logits16 = Tolerance(atol=5e-2, rtol=2e-2, reason=(
-            "fp16 unit roundoff 4.9e-4 accumulated over every layer's projections with norms, softmax and RoPE in "
-            "fp32; logits absmax ~12. Initial budget, not yet measured on TensorRT; a wrong cache or mask errs "
-            "by O(1)"))
-        cache16 = Tolerance(atol=5e-2, rtol=2e-2, reason=(
-            "fp16 k/v projections (absmax ~2.6) a few layers deep. Initial budget, not yet measured on TensorRT"))
+        keep = Fp32Keep(
+            ops=NORM_SOFTMAX + ("Sin", "Cos", "Exp"),
+            reason="RMSNorm (Pow/ReduceMean/Sqrt) statistics, attention softmax and the RoPE angles",
+        )
+        logits16 = Tolerance(
+            atol=5e-2,
+            rtol=2e-2,
+            reason=(
+                "fp16 unit roundoff 4.9e-4 accumulated over every layer's projections with norms, softmax and RoPE in "
+                "fp32; logits absmax ~12. Initial budget, not yet measured on TensorRT; a wrong cache or mask errs "
+                "by O(1)"
+            ),
+        )
+        cache16 = Tolerance(
+            atol=5e-2,
+            rtol=2e-2,
+            reason=(
+                "fp16 k/v projections (absmax ~2.6) a few layers deep. Initial budget, not yet measured on TensorRT"
+            ),
+        )
         return {
-            "fp16": PrecisionPolicy("fp16", "float16", self._per_output(spec, logits16, cache16), ("tensorrt",),
-                                    keep, doc="TensorRT fp16 plans only"),
-            "int8": PrecisionPolicy("int8", "weight_only", self._per_output(spec, *self.int8_tolerances()), ("ort",),
-                                    weight_only=dict(INT8),
-                                    doc="MatMul weights int8 in blocks of 32, int8 compute (ONNX Runtime "
-                                        "MatMulNBits, accuracy_level 4); tts-export --int8"),
+            "fp16": PrecisionPolicy(
+                "fp16",
+                "float16",
+                self._per_output(spec, logits16, cache16),
+                ("tensorrt",),
+                keep,
+                doc="TensorRT fp16 plans only",
+            ),
+            "int8": PrecisionPolicy(
+                "int8",
+                "weight_only",
+                self._per_output(spec, *self.int8_tolerances()),
+                ("ort",),
+                weight_only=dict(INT8),
+                doc="MatMul weights int8 in blocks of 32, int8 compute (ONNX Runtime "
+                "MatMulNBits, accuracy_level 4); tts-export --int8",
+            ),
         }
 
     @staticmethod
@@ -189,26 +287,42 @@ class LLMExporter(GraphExporter):
 
     @staticmethod
     def tolerances(num_layers: int) -> dict[str, Tolerance]:
-        logits = Tolerance(atol=2e-4, rtol=1e-4, reason=(
-            "fp32 reassociation (ORT MatMul/softmax vs torch SDPA) through every layer: measured max 1.3e-5 at "
-            "full size (logits absmax ~12), 3.8e-6 tiny; a dropped q/k/v or head bias gives >= 0.6. Position and "
-            "mask errors move the logits less on random weights and are caught by the present.* tolerances"))
-        cache = Tolerance(atol=5e-5, rtol=1e-4, reason=(
-            "keys/values are a few projections deep: measured max 5.1e-6 at full size (absmax ~2.6), 2.1e-7 "
-            "tiny; RoPE one position off gives >= 0.23 on the new keys, a non-causal prefill mask >= 0.07 on "
-            "layer-1 keys (tiny)"))
+        logits = Tolerance(
+            atol=2e-4,
+            rtol=1e-4,
+            reason=(
+                "fp32 reassociation (ORT MatMul/softmax vs torch SDPA) through every layer: measured max 1.3e-5 at "
+                "full size (logits absmax ~12), 3.8e-6 tiny; a dropped q/k/v or head bias gives >= 0.6. Position and "
+                "mask errors move the logits less on random weights and are caught by the present.* tolerances"
+            ),
+        )
+        cache = Tolerance(
+            atol=5e-5,
+            rtol=1e-4,
+            reason=(
+                "keys/values are a few projections deep: measured max 5.1e-6 at full size (absmax ~2.6), 2.1e-7 "
+                "tiny; RoPE one position off gives >= 0.23 on the new keys, a non-causal prefill mask >= 0.07 on "
+                "layer-1 keys (tiny)"
+            ),
+        )
         return {"logits": logits, **{o: cache for _, o in cache_names(num_layers)}}
 
     @staticmethod
     def int8_tolerances() -> tuple[Tolerance, Tolerance]:
         """INT8 variant vs the fp32 PyTorch outputs: quantization noise, not structure (the fp32 graph's
         vectors check the structure it shares)."""
-        logits = Tolerance(atol=0.75, rtol=0, reason=(
-            "int8 weights (blocks of 32) and int8 activations (accuracy_level 4): measured max 0.24 at full "
-            "size on random weights (logits std ~3), 1.1e-3 tiny; broken scales or packing give errors of "
-            "several units. Token agreement with the fp32 graph is reported by ci/bench_llm.py"))
-        cache = Tolerance(atol=0.5, rtol=0, reason=(
-            "int8 k/v projections: measured max 0.14 at full size (absmax ~2.6), 3e-3 tiny"))
+        logits = Tolerance(
+            atol=0.75,
+            rtol=0,
+            reason=(
+                "int8 weights (blocks of 32) and int8 activations (accuracy_level 4): measured max 0.24 at full "
+                "size on random weights (logits std ~3), 1.1e-3 tiny; broken scales or packing give errors of "
+                "several units. Token agreement with the fp32 graph is reported by ci/bench_llm.py"
+            ),
+        )
+        cache = Tolerance(
+            atol=0.5, rtol=0, reason=("int8 k/v projections: measured max 0.14 at full size (absmax ~2.6), 3e-3 tiny")
+        )
         return logits, cache
 
     def wrapper(self, model):
@@ -238,17 +352,19 @@ class LLMExporter(GraphExporter):
             past_len, seq = past[0].shape[2], xs.shape[1]
             logits, cache = upstream_step(llm, xs, cache)
             presents = cache_arrays(cache)
-            feed = {"inputs_embeds": xs.detach().numpy().astype(np.float32),
-                    "attention_mask": np.ones((1, past_len + seq), np.int64),
-                    "position_ids": np.arange(past_len, past_len + seq, dtype=np.int64)[None],
-                    **{n_in: a for (n_in, _), a in zip(names, past)}}
+            feed = {
+                "inputs_embeds": xs.detach().numpy().astype(np.float32),
+                "attention_mask": np.ones((1, past_len + seq), np.int64),
+                "position_ids": np.arange(past_len, past_len + seq, dtype=np.int64)[None],
+                **{n_in: a for (n_in, _), a in zip(names, past)},
+            }
             out[case] = (feed, {"logits": logits, **{n_out: a for (_, n_out), a in zip(names, presents)}})
             return presents, cache
 
         past, cache = step("prefill", lm_input(llm, text(PREFILL_TEXT), speech(PREFILL_SPEECH)), empty, None)
         past, cache = step("first_decode", speech_row(), past, cache)
         x = lm_input(llm, text(EXTEND_TEXT), speech(EXTEND_SPEECH))  # keep the text and speech rows only
-        step("bistream_extend", torch.cat([x[:, 1:1 + EXTEND_TEXT], x[:, 2 + EXTEND_TEXT:]], dim=1), past, cache)
+        step("bistream_extend", torch.cat([x[:, 1 : 1 + EXTEND_TEXT], x[:, 2 + EXTEND_TEXT :]], dim=1), past, cache)
         _, cache = upstream_step(llm, lm_input(llm, text(DEEP_TEXT), speech(DEEP_SPEECH)), None)
         step("deep_decode", speech_row(), cache_arrays(cache), cache)
         return out
@@ -257,11 +373,14 @@ class LLMExporter(GraphExporter):
         llm = model.llm
         table = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
         return {
-            "llm.embed_tokens": (table(llm.llm.model.model.embed_tokens.weight),
-                                 "Qwen2 text embedding (text_vocab_size, hidden): rows for prompt_text ++ text ids"),
-            "llm.speech_embedding": (table(llm.speech_embedding.weight),
-                                     "speech token embedding (speech_token_size + 3, hidden): prompt speech tokens "
-                                     "and each generated token's next input"),
-            "llm.llm_embedding": (table(llm.llm_embedding.weight),
-                                  "row 0: sos, row 1: task_id (2, hidden)"),
+            "llm.embed_tokens": (
+                table(llm.llm.model.model.embed_tokens.weight),
+                "Qwen2 text embedding (text_vocab_size, hidden): rows for prompt_text ++ text ids",
+            ),
+            "llm.speech_embedding": (
+                table(llm.speech_embedding.weight),
+                "speech token embedding (speech_token_size + 3, hidden): prompt speech tokens "
+                "and each generated token's next input",
+            ),
+            "llm.llm_embedding": (table(llm.llm_embedding.weight), "row 0: sos, row 1: task_id (2, hidden)"),
         }

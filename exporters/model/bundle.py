@@ -4,22 +4,32 @@ Every expected file is checked before any work starts; missing, truncated or wro
 `ToolError` naming the file and what was expected. Known official files can be verified by size and
 sha256 (`--verify-official`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporters.model.config import BuiltModel, build_modules, check_family, detect_family
 from specs.errors import ToolError
 from specs.pack import sha256_file
-from exporters.model.config import BuiltModel, build_modules, check_family, detect_family
 
 QWEN_DIR = "CosyVoice-BlankEN"
 # What each family's bundle must hold (relative paths). model.safetensors is not needed: llm.pt holds
 # every Qwen2 weight and the backbone is built from config.json alone.
 REQUIRED = {
-    "cosyvoice2": ["cosyvoice2.yaml", "llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v2.onnx",
-                   f"{QWEN_DIR}/config.json", f"{QWEN_DIR}/vocab.json", f"{QWEN_DIR}/merges.txt",
-                   f"{QWEN_DIR}/tokenizer_config.json"],
+    "cosyvoice2": [
+        "cosyvoice2.yaml",
+        "llm.pt",
+        "flow.pt",
+        "hift.pt",
+        "campplus.onnx",
+        "speech_tokenizer_v2.onnx",
+        f"{QWEN_DIR}/config.json",
+        f"{QWEN_DIR}/vocab.json",
+        f"{QWEN_DIR}/merges.txt",
+        f"{QWEN_DIR}/tokenizer_config.json",
+    ],
 }
 # Official CosyVoice2-0.5B files: size in bytes, sha256 (public LFS pointers).
 OFFICIAL = {
@@ -52,7 +62,7 @@ class Bundle:
         return self.root / QWEN_DIR
 
     @classmethod
-    def open(cls, root: str | Path) -> "Bundle":
+    def open(cls, root: str | Path) -> Bundle:
         """Check the layout up front: the yaml's family, then every required file at once."""
         root = Path(root)
         if not root.is_dir():
@@ -61,13 +71,15 @@ class Bundle:
         check_family(yaml_path, family, yaml_path.read_text(errors="replace"))
         missing = [rel for rel in REQUIRED[family] if not (root / rel).is_file()]
         if missing:
-            raise ToolError(root, f"bundle is missing {', '.join(missing)}",
-                            f"a {family} bundle holds {', '.join(REQUIRED[family])}")
+            raise ToolError(
+                root,
+                f"bundle is missing {', '.join(missing)}",
+                f"a {family} bundle holds {', '.join(REQUIRED[family])}",
+            )
         empty = [rel for rel in REQUIRED[family] if (root / rel).stat().st_size == 0]
         if empty:
             raise ToolError(root / empty[0], "is empty", "the file as shipped with the bundle")
-        return cls(root=root, family=family, yaml_path=yaml_path,
-                   files={rel: root / rel for rel in REQUIRED[family]})
+        return cls(root=root, family=family, yaml_path=yaml_path, files={rel: root / rel for rel in REQUIRED[family]})
 
     def hashes(self) -> dict[str, dict]:
         """size + sha256 of every bundle file, for the manifest."""
@@ -81,8 +93,11 @@ class Bundle:
             got_size = path.stat().st_size
             alternatives = OFFICIAL_ALTERNATIVES.get(self.family, {}).get(rel, set())
             if got_size != size and not alternatives:
-                raise ToolError(path, f"is {got_size} bytes", f"the official {rel} is {size} bytes "
-                                f"(truncated download? re-download it)")
+                raise ToolError(
+                    path,
+                    f"is {got_size} bytes",
+                    f"the official {rel} is {size} bytes (truncated download? re-download it)",
+                )
             if digest is not None:
                 got = sha256_file(path)
                 if got != digest and got not in alternatives:
@@ -108,9 +123,11 @@ def read_state_dict(path: Path) -> dict:
     except FileNotFoundError:
         raise ToolError(path, "is missing") from None
     except Exception as e:  # truncated zip, not a checkpoint, pickle refused
-        raise ToolError(path, f"cannot be read as a PyTorch state dict ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120]})",
-                        "the .pt file as shipped (truncated or corrupted download?)") from None
+        raise ToolError(
+            path,
+            f"cannot be read as a PyTorch state dict ({type(e).__name__}: {str(e).splitlines()[0][:120]})",
+            "the .pt file as shipped (truncated or corrupted download?)",
+        ) from None
     if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
         raise ToolError(path, f"holds a {type(sd).__name__}, not a state dict", "a dict of parameter name -> tensor")
     return sd
@@ -120,7 +137,7 @@ def load_state_dict_strict(module, path: Path, strip_prefix: str | None = None) 
     """Load with upstream's key names; any missing, unexpected or wrong-shaped key is a ToolError."""
     sd = read_state_dict(path)
     if strip_prefix:
-        sd = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v for k, v in sd.items()}
+        sd = {k[len(strip_prefix) :] if k.startswith(strip_prefix) else k: v for k, v in sd.items()}
     # Old-style weight-norm keys (weight_g / weight_v) are converted by torch's load hook, so compare
     # against the keys the module accepts after that conversion.
     want = module.state_dict()
@@ -133,12 +150,16 @@ def load_state_dict_strict(module, path: Path, strip_prefix: str | None = None) 
             parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        raise ToolError(path, "does not match the model the yaml declares: " + "; ".join(parts),
-                        "the state dict that belongs with this bundle's yaml")
+        raise ToolError(
+            path,
+            "does not match the model the yaml declares: " + "; ".join(parts),
+            "the state dict that belongs with this bundle's yaml",
+        )
     for k, v in normalized.items():
         if tuple(v.shape) != tuple(want[k].shape):
-            raise ToolError(path, f"tensor {k} has shape {list(v.shape)}",
-                            f"the yaml's model expects {list(want[k].shape)}")
+            raise ToolError(
+                path, f"tensor {k} has shape {list(v.shape)}", f"the yaml's model expects {list(want[k].shape)}"
+            )
     module.load_state_dict(sd, strict=True)
     module.eval()
 

@@ -5,6 +5,7 @@ discriminators, data pipeline) that need real torchaudio. We keep the top-level 
 `llm`, `flow`, `hift` and the `feat_extractor` partial, and hand that to HyperPyYAML, so every size comes
 from the bundle's own yaml.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,9 @@ def detect_family(model_dir: Path) -> tuple[str, Path]:
         names = ", ".join(name for name, _ in FAMILIES.values())
         raise ToolError(model_dir, "no model yaml found", f"a CosyVoice bundle holds one of {names}")
     if len(found) > 1:
-        raise ToolError(model_dir, f"holds several model yamls ({', '.join(p.name for _, p in found)})",
-                        "one bundle, one yaml")
+        raise ToolError(
+            model_dir, f"holds several model yamls ({', '.join(p.name for _, p in found)})", "one bundle, one yaml"
+        )
     return found[0]
 
 
@@ -54,8 +56,11 @@ def check_family(yaml_path: Path, family: str, yaml_text: str) -> None:
         expected = ", ".join(f"{k} {v}" for k, v in want.items())
         raise ToolError(yaml_path, f"{what} ({found})", f"a {family} yaml declares {expected}")
     if family not in SUPPORTED_FAMILIES:
-        raise ToolError(yaml_path, f"{family} bundles are not supported by this version",
-                        f"supported: {', '.join(SUPPORTED_FAMILIES)}")
+        raise ToolError(
+            yaml_path,
+            f"{family} bundles are not supported by this version",
+            f"supported: {', '.join(SUPPORTED_FAMILIES)}",
+        )
 
 
 def inference_yaml(yaml_text: str) -> str:
@@ -127,11 +132,15 @@ def build_modules(yaml_path: Path, family: str, qwen_dir: Path, with_llm: bool =
     except ToolError:
         raise
     except OSError as e:
-        raise ToolError(qwen_dir, f"cannot build the Qwen2 backbone ({e})",
-                        "CosyVoice-BlankEN/config.json of a Qwen2 model") from None
+        raise ToolError(
+            qwen_dir, f"cannot build the Qwen2 backbone ({e})", "CosyVoice-BlankEN/config.json of a Qwen2 model"
+        ) from None
     except Exception as e:  # hyperpyyaml/ruamel errors, unknown classes, bad arguments
-        raise ToolError(yaml_path, f"cannot be built with the upstream classes ({type(e).__name__}: {e})",
-                        "the yaml shipped with the bundle") from None
+        raise ToolError(
+            yaml_path,
+            f"cannot be built with the upstream classes ({type(e).__name__}: {e})",
+            "the yaml shipped with the bundle",
+        ) from None
     for key in MODULE_KEYS if with_llm else MODULE_KEYS[1:]:
         if key not in cfg:
             raise ToolError(yaml_path, f"has no '{key}' entry", "llm, flow and hift are declared")
@@ -141,5 +150,12 @@ def build_modules(yaml_path: Path, family: str, qwen_dir: Path, with_llm: bool =
     for m in (cfg.get("llm"), cfg["flow"], cfg["hift"]):
         if m is not None:
             m.eval()
-    return BuiltModel(family=family, llm=cfg.get("llm"), flow=cfg["flow"], hift=cfg["hift"],
-                      feat_extractor=feat_kwargs, sample_rate=int(cfg["sample_rate"]), sampling=sampling)
+    return BuiltModel(
+        family=family,
+        llm=cfg.get("llm"),
+        flow=cfg["flow"],
+        hift=cfg["hift"],
+        feat_extractor=feat_kwargs,
+        sample_rate=int(cfg["sample_rate"]),
+        sampling=sampling,
+    )

@@ -4,6 +4,7 @@ runtime and tools need (manifest `model.config`) and the streaming chunk policy 
 Below both exporters/graphs/ and exporters/pipeline/: a graph's spec and the pack's manifest read the same
 numbers from here, so they cannot disagree.
 """
+
 from __future__ import annotations
 
 from specs.chunk_policy import ChunkPolicy, Crossfade
@@ -37,11 +38,16 @@ def model_config(model) -> dict:
     if llm is not None:
         q = llm.llm.model.config
         cfg["llm"] = {
-            "hidden_size": int(q.hidden_size), "num_layers": int(q.num_hidden_layers),
-            "num_heads": int(q.num_attention_heads), "num_kv_heads": int(q.num_key_value_heads),
-            "head_dim": int(q.hidden_size // q.num_attention_heads), "text_vocab_size": int(q.vocab_size),
-            "rope_theta": float(q.rope_theta), "rms_norm_eps": float(q.rms_norm_eps),
-            "speech_token_size": int(llm.speech_token_size), "mix_ratio": list(llm.mix_ratio),
+            "hidden_size": int(q.hidden_size),
+            "num_layers": int(q.num_hidden_layers),
+            "num_heads": int(q.num_attention_heads),
+            "num_kv_heads": int(q.num_key_value_heads),
+            "head_dim": int(q.hidden_size // q.num_attention_heads),
+            "text_vocab_size": int(q.vocab_size),
+            "rope_theta": float(q.rope_theta),
+            "rms_norm_eps": float(q.rms_norm_eps),
+            "speech_token_size": int(llm.speech_token_size),
+            "mix_ratio": list(llm.mix_ratio),
             "sampling": model.sampling,
         }
     return cfg
@@ -52,7 +58,7 @@ def chunk_policy(model) -> ChunkPolicy:
     from cosyvoice.cli.model import CosyVoice2Model
 
     up = CosyVoice2Model(model.llm, model.flow, model.hift)
-    return ChunkPolicy(
+    policy = ChunkPolicy(
         token_hop_len=int(up.token_hop_len),
         token_max_hop_len=int(up.token_max_hop_len),
         stream_scale_factor=int(up.stream_scale_factor),
@@ -67,3 +73,5 @@ def chunk_policy(model) -> ChunkPolicy:
         hop_growth="per_request",
         sample_rate=int(model.sample_rate),
     )
+    policy.check("the chunk policy of upstream CosyVoice2Model for this bundle")
+    return policy

@@ -6,6 +6,7 @@ build for torch 2.13 and the inference classes we build (llm, flow, hift) never 
 not importable we register a placeholder package whose attributes raise a clear error when used. When the
 oracle's `oracle_env` was imported first (tests), its fuller placeholder is used instead.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -16,8 +17,13 @@ import types
 
 from specs.errors import ToolError
 
-_PLACEHOLDER_MODULES = ("torchaudio", "torchaudio.compliance", "torchaudio.compliance.kaldi",
-                        "torchaudio.functional", "torchaudio.transforms")
+_PLACEHOLDER_MODULES = (
+    "torchaudio",
+    "torchaudio.compliance",
+    "torchaudio.compliance.kaldi",
+    "torchaudio.functional",
+    "torchaudio.transforms",
+)
 
 
 def _placeholder(name: str) -> types.ModuleType:
@@ -28,8 +34,10 @@ def _placeholder(name: str) -> types.ModuleType:
     def __getattr__(attr):  # noqa: N807 - module-level __getattr__
         if attr.startswith("__"):
             raise AttributeError(attr)
-        raise RuntimeError(f"{name}.{attr} is not available: torchaudio is not installed (no build for this "
-                           "torch); the export path does not need it")
+        raise RuntimeError(
+            f"{name}.{attr} is not available: torchaudio is not installed (no build for this "
+            "torch); the export path does not need it"
+        )
 
     mod.__getattr__ = __getattr__
     return mod
@@ -53,6 +61,7 @@ def _ensure_matcha_utils_importable() -> None:
     if spec is None or not spec.submodule_search_locations:
         return
     import os
+
     mu = types.ModuleType("matcha.utils")
     mu.__spec__ = importlib.machinery.ModuleSpec("matcha.utils", None, is_package=True)
     mu.__path__ = [os.path.join(list(spec.submodule_search_locations)[0], "utils")]
@@ -62,14 +71,11 @@ def _ensure_matcha_utils_importable() -> None:
 def require_upstream() -> None:
     """Make `import cosyvoice...` work, or raise a ToolError saying how to install it."""
     if importlib.util.find_spec("cosyvoice") is None:
-        raise ToolError("upstream CosyVoice code", "the Python package 'cosyvoice' is not installed",
-                        "run `make setup` (ci/setup.sh), or `bash ../shared/oracle/install.sh .venv/bin/python`; "
-                        "see RUNBOOK.md 'Installing the upstream model code'")
+        raise ToolError(
+            "upstream CosyVoice code",
+            "the Python package 'cosyvoice' is not installed",
+            "run `make setup` (ci/setup.sh), or `bash ../shared/oracle/install.sh .venv/bin/python`; "
+            "see RUNBOOK.md 'Installing the upstream model code'",
+        )
     _ensure_torchaudio_importable()
     _ensure_matcha_utils_importable()
-
-
-def upstream_module(name: str):
-    """Import `cosyvoice.<name>` (or any upstream module) after making its imports work."""
-    require_upstream()
-    return importlib.import_module(name)

@@ -6,6 +6,7 @@ path feeds the tokens, so no LLM runs) with `stream` on or off, and records ever
 `token_offset`). HiFT is replaced by a stub returning silence, since only the mel is compared. The
 upstream flow (encoder + ODE over the PyTorch estimator) runs unchanged.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,11 +19,13 @@ from specs.io_spec import Tolerance
 # Runtime token -> mel (flow.encoder + 10 Euler steps over flow.decoder.estimator on ONNX Runtime) vs
 # upstream PyTorch, per output chunk. Set from measurements (see the tests and ci/check_flow_full.py).
 TOKEN2MEL_TOLERANCE = Tolerance(
-    atol=2e-4, rtol=1e-4,
+    atol=2e-4,
+    rtol=1e-4,
     reason="the ODE sums 10 estimator velocity errors (fp32 reassociation, <= 7e-6 each at full size) "
-           "weighted by the CFG factors 1.7 and 0.7 over dt summing to 1, plus the mu error it is "
-           "conditioned on; measured <= 1.8e-5 tiny and <= 1.0e-5 full (|mel| up to ~6). 10x headroom; a "
-           "wrong chunk mask, CFG rate, step count or noise slice moves the mel by >= 0.19 (tiny)")
+    "weighted by the CFG factors 1.7 and 0.7 over dt summing to 1, plus the mu error it is "
+    "conditioned on; measured <= 1.8e-5 tiny and <= 1.0e-5 full (|mel| up to ~6). 10x headroom; a "
+    "wrong chunk mask, CFG rate, step count or noise slice moves the mel by >= 0.19 (tiny)",
+)
 
 
 @dataclass
@@ -58,13 +61,26 @@ def _recording(up, flow, calls: list):
         last["mel"] = mel
         return mel, cache
 
-    def token2wav(token, prompt_token, prompt_feat, embedding, token_offset, uuid, stream=False, finalize=False,
-                  speed=1.0):
-        speech = real_token2wav(token, prompt_token, prompt_feat, embedding, token_offset, uuid, stream=stream,
-                                finalize=finalize, speed=speed)
-        mel = last.pop("mel")[:, :, token_offset * flow.token_mel_ratio:]  # as token2wav slices it
-        calls.append(UpstreamFlowCall(int(token.shape[1]), int(token_offset), bool(stream), bool(finalize),
-                                      mel.float().numpy().copy()))
+    def token2wav(
+        token, prompt_token, prompt_feat, embedding, token_offset, uuid, stream=False, finalize=False, speed=1.0
+    ):
+        speech = real_token2wav(
+            token,
+            prompt_token,
+            prompt_feat,
+            embedding,
+            token_offset,
+            uuid,
+            stream=stream,
+            finalize=finalize,
+            speed=speed,
+        )
+        mel = last.pop("mel")[:, :, token_offset * flow.token_mel_ratio :]  # as token2wav slices it
+        calls.append(
+            UpstreamFlowCall(
+                int(token.shape[1]), int(token_offset), bool(stream), bool(finalize), mel.float().numpy().copy()
+            )
+        )
         return speech
 
     up.token2wav = token2wav
@@ -76,8 +92,9 @@ def _recording(up, flow, calls: list):
         up.token2wav = real_token2wav
 
 
-def upstream_token2mel(model, tokens: np.ndarray, prompt_tokens: np.ndarray, prompt_feat: np.ndarray,
-                       embedding: np.ndarray, stream: bool) -> list[UpstreamFlowCall]:
+def upstream_token2mel(
+    model, tokens: np.ndarray, prompt_tokens: np.ndarray, prompt_feat: np.ndarray, embedding: np.ndarray, stream: bool
+) -> list[UpstreamFlowCall]:
     """Every flow call of one upstream `CosyVoice2Model.tts` request over `tokens` (1, N), in order.
 
     prompt_tokens (1, P) and prompt_feat (1, 2P, 80) are the flow prompt; embedding (1, 192)."""
@@ -88,9 +105,13 @@ def upstream_token2mel(model, tokens: np.ndarray, prompt_tokens: np.ndarray, pro
     i32 = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(torch.int32)  # noqa: E731
     calls: list[UpstreamFlowCall] = []
     with _recording(up, model.flow, calls):
-        for _ in up.tts(flow_embedding=torch.from_numpy(embedding), flow_prompt_speech_token=i32(prompt_tokens),
-                        prompt_speech_feat=torch.from_numpy(prompt_feat), source_speech_token=i32(tokens),
-                        stream=stream):
+        for _ in up.tts(
+            flow_embedding=torch.from_numpy(embedding),
+            flow_prompt_speech_token=i32(prompt_tokens),
+            prompt_speech_feat=torch.from_numpy(prompt_feat),
+            source_speech_token=i32(tokens),
+            stream=stream,
+        ):
             pass
     return calls
 
@@ -102,9 +123,15 @@ def upstream_flow_mel(flow, gen, n_tokens: int = 60):
 
     with torch.no_grad():
         tokens = torch.randint(0, flow.vocab_size, (1, n_tokens), generator=gen, dtype=torch.int32)
-        mel, _ = flow.inference(token=tokens, token_len=torch.tensor([n_tokens], dtype=torch.int32),
-                                prompt_token=torch.zeros(1, 0, dtype=torch.int32),
-                                prompt_token_len=torch.tensor([0], dtype=torch.int32),
-                                prompt_feat=torch.zeros(1, 0, 80), prompt_feat_len=torch.tensor([0], dtype=torch.int32),
-                                embedding=torch.randn(1, 192, generator=gen), streaming=False, finalize=True)
+        mel, _ = flow.inference(
+            token=tokens,
+            token_len=torch.tensor([n_tokens], dtype=torch.int32),
+            prompt_token=torch.zeros(1, 0, dtype=torch.int32),
+            prompt_token_len=torch.tensor([0], dtype=torch.int32),
+            prompt_feat=torch.zeros(1, 0, 80),
+            prompt_feat_len=torch.tensor([0], dtype=torch.int32),
+            embedding=torch.randn(1, 192, generator=gen),
+            streaming=False,
+            finalize=True,
+        )
     return mel

@@ -13,6 +13,7 @@ the streaming reference is upstream's code, not a re-implementation. `pinned_f0`
 upstream's F0 predictor by the exported graph's own F0, to check everything after F0 to float32 rounding
 (F0 is the one quantity whose last-bit differences the sine phase integrates and amplifies).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,8 +82,10 @@ def upstream_hift(hift, mel: np.ndarray, cache_source: np.ndarray, noise: np.nda
     import torch
 
     with injected_noise(noise, phase) as calls:
-        speech, source = hift.inference(speech_feat=torch.from_numpy(np.ascontiguousarray(mel)),
-                                        cache_source=torch.from_numpy(np.ascontiguousarray(cache_source)))
+        speech, source = hift.inference(
+            speech_feat=torch.from_numpy(np.ascontiguousarray(mel)),
+            cache_source=torch.from_numpy(np.ascontiguousarray(cache_source)),
+        )
     if calls.sine_noise != 1:
         raise AssertionError(f"upstream HiFT drew sine noise {calls.sine_noise} times (expected once): {calls.shapes}")
     return speech.numpy().copy(), source.numpy().copy()
@@ -102,16 +105,17 @@ class _FixedMelFlow:
         return self.mel[:, :, : n * self.token_mel_ratio], None
 
 
-def upstream_streaming_vocoder(hift, mel: np.ndarray, hops: list[int], noise_for, token_mel_ratio: int = 2,
-                               pre_lookahead_len: int = 3) -> list[np.ndarray]:
+def upstream_streaming_vocoder(
+    hift, mel: np.ndarray, hops: list[int], noise_for, token_mel_ratio: int = 2, pre_lookahead_len: int = 3
+) -> list[np.ndarray]:
     """Run upstream `CosyVoice2Model.token2wav` over `mel` in token hops (the last hop is the final call).
 
     `noise_for(first_frame, n_frames)` returns the noise (1, n_frames * upsample, harmonics) for the HiFT
     call whose mel input covers absolute frames [first_frame, first_frame + n_frames) (cache included).
     Returns the float speech of each call, as token2wav returns it."""
-    import torch
     import warnings
 
+    import torch
     from cosyvoice.cli.model import CosyVoice2Model
 
     mel_t = torch.from_numpy(np.ascontiguousarray(mel))
@@ -126,10 +130,16 @@ def upstream_streaming_vocoder(hift, mel: np.ndarray, hops: list[int], noise_for
         first = token_offset * token_mel_ratio - cached
         with injected_noise(noise_for(first, cached + new_frames)) as calls, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.cuda.amp.autocast deprecation inside token2wav
-            speech = up.token2wav(token=torch.zeros(1, n_tokens, dtype=torch.int32),
-                                  prompt_token=torch.zeros(1, 0, dtype=torch.int32),
-                                  prompt_feat=torch.zeros(1, 0, 80), embedding=torch.zeros(1, 192),
-                                  token_offset=token_offset, uuid=uuid, stream=not final, finalize=final)
+            speech = up.token2wav(
+                token=torch.zeros(1, n_tokens, dtype=torch.int32),
+                prompt_token=torch.zeros(1, 0, dtype=torch.int32),
+                prompt_feat=torch.zeros(1, 0, 80),
+                embedding=torch.zeros(1, 192),
+                token_offset=token_offset,
+                uuid=uuid,
+                stream=not final,
+                finalize=final,
+            )
         if calls.sine_noise != 1:
             raise AssertionError(f"token2wav call {k} drew sine noise {calls.sine_noise} times: {calls.shapes}")
         out.append(speech.numpy().copy())

@@ -5,10 +5,11 @@ Upstream draws tokens with `torch.multinomial`, which nothing outside torch repr
 sampled path is therefore shown with the same numpy sampler (runtime/sampling.py) on both sides, seeded
 alike. Used by the `llm` exporter's test vectors, the tests and ci/check_llm_full.py.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -24,8 +25,12 @@ def lm_input(llm, text_ids, prompt_speech_tokens):
     text = torch.as_tensor(np.asarray(text_ids, np.int64)).reshape(1, -1)
     speech = torch.as_tensor(np.asarray(prompt_speech_tokens, np.int64)).reshape(1, -1)
     with torch.no_grad():
-        parts = [llm.llm_embedding.weight[llm.sos].reshape(1, 1, -1), llm.llm.model.model.embed_tokens(text),
-                 llm.llm_embedding.weight[llm.task_id].reshape(1, 1, -1), llm.speech_embedding(speech)]
+        parts = [
+            llm.llm_embedding.weight[llm.sos].reshape(1, 1, -1),
+            llm.llm.model.model.embed_tokens(text),
+            llm.llm_embedding.weight[llm.task_id].reshape(1, 1, -1),
+            llm.speech_embedding(speech),
+        ]
         return torch.cat(parts, dim=1).detach()
 
 
@@ -53,19 +58,11 @@ def cache_arrays(cache) -> list[np.ndarray]:
     return out
 
 
-def cache_from_arrays(arrays: list[np.ndarray]):
-    import torch
-    from transformers import DynamicCache
-
-    pairs = tuple((torch.from_numpy(arrays[i].copy()), torch.from_numpy(arrays[i + 1].copy()))
-                  for i in range(0, len(arrays), 2))
-    return DynamicCache.from_legacy_cache(pairs)
-
-
 @contextlib.contextmanager
 def injected_sampler(llm, sampler: NumpySampler):
     """Temporarily replace `llm.sampling` (upstream's ras_sampling partial) with a numpy sampler. Upstream's
     `sampling_ids` still applies its own min_len eos mask (in torch) before calling it."""
+
     def adapter(weighted_scores, decoded_tokens, sampling):
         return int(sampler(weighted_scores.detach().float().numpy().copy(), list(decoded_tokens)))
 
@@ -77,8 +74,9 @@ def injected_sampler(llm, sampler: NumpySampler):
         llm.sampling = saved
 
 
-def upstream_decode(llm, text_ids, prompt_text_ids=(), prompt_speech_tokens=(),
-                    sampler: NumpySampler | None = None) -> Iterator[int]:
+def upstream_decode(
+    llm, text_ids, prompt_text_ids=(), prompt_speech_tokens=(), sampler: NumpySampler | None = None
+) -> Iterator[int]:
     """Upstream `Qwen2LM.inference` (non-bistream), tokens one by one; greedy when no sampler is given."""
     import torch
 
@@ -86,8 +84,13 @@ def upstream_decode(llm, text_ids, prompt_text_ids=(), prompt_speech_tokens=(),
     as_row = lambda ids: torch.as_tensor(np.asarray(ids, np.int64)).reshape(1, -1)  # noqa: E731
     text, prompt_text, speech = as_row(text_ids), as_row(prompt_text_ids), as_row(prompt_speech_tokens)
     with injected_sampler(llm, sampler):
-        for token in llm.inference(text=text, text_len=torch.tensor([text.shape[1]]), prompt_text=prompt_text,
-                                   prompt_text_len=torch.tensor([prompt_text.shape[1]]),
-                                   prompt_speech_token=speech, prompt_speech_token_len=torch.tensor([speech.shape[1]]),
-                                   embedding=torch.zeros(0, 192)):
+        for token in llm.inference(
+            text=text,
+            text_len=torch.tensor([text.shape[1]]),
+            prompt_text=prompt_text,
+            prompt_text_len=torch.tensor([prompt_text.shape[1]]),
+            prompt_speech_token=speech,
+            prompt_speech_token_len=torch.tensor([speech.shape[1]]),
+            embedding=torch.zeros(0, 192),
+        ):
             yield int(token)

@@ -6,10 +6,11 @@ so upstream and `TtsSession` do exactly the same work. A fresh upstream model pe
 growth (its pitfall P4), as the runtime does per request. Used by tests/test_e2e_parity.py and
 ci/bench_e2e.py.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -29,11 +30,20 @@ def upstream_tts(model, text_ids, prompt, stream: bool, sampler: Callable, noise
     i32 = lambda a: torch.as_tensor(np.asarray(a, np.int64).reshape(1, -1), dtype=torch.int32)  # noqa: E731
     llm_text = prompt.text_ids if prompt.llm_uses_prompt else np.zeros(0, np.int64)
     llm_speech = prompt.speech_tokens if prompt.llm_uses_prompt else np.zeros(0, np.int64)
-    with injected_sampler(model.llm, sampler), hift_noise(model.hift, noise, up.mel_cache_len), \
-            warnings.catch_warnings():
+    with (
+        injected_sampler(model.llm, sampler),
+        hift_noise(model.hift, noise, up.mel_cache_len),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")  # torch.cuda.amp.autocast deprecation inside token2wav
-        for out in up.tts(text=i32(text_ids), flow_embedding=torch.from_numpy(prompt.embedding),
-                          llm_embedding=torch.from_numpy(prompt.embedding), prompt_text=i32(llm_text),
-                          llm_prompt_speech_token=i32(llm_speech), flow_prompt_speech_token=i32(prompt.speech_tokens),
-                          prompt_speech_feat=torch.from_numpy(prompt.speech_feat), stream=stream):
+        for out in up.tts(
+            text=i32(text_ids),
+            flow_embedding=torch.from_numpy(prompt.embedding),
+            llm_embedding=torch.from_numpy(prompt.embedding),
+            prompt_text=i32(llm_text),
+            llm_prompt_speech_token=i32(llm_speech),
+            flow_prompt_speech_token=i32(prompt.speech_tokens),
+            prompt_speech_feat=torch.from_numpy(prompt.speech_feat),
+            stream=stream,
+        ):
             yield out["tts_speech"].numpy()[0]

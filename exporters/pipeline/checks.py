@@ -3,15 +3,16 @@
 Each output of each case gets one verdict line from the one comparator (specs/compare.py); any failure
 raises, and the pack writer then removes everything (atomic pack writes).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.ort import check_onnx_file
 from specs.compare import Comparison, Report
 from specs.errors import ToolError
 from specs.io_spec import GraphSpec
-from backends.ort import check_onnx_file
 
 ONNX_DTYPES = {"float32": 1, "int32": 6, "int64": 7, "bool": 9, "float16": 10}
 
@@ -34,13 +35,16 @@ class GraphResult:
 
 def check_graph_matches_spec(model_proto, spec: GraphSpec, where: str) -> None:
     """Optimum-style check after export: exact names and order, dtypes, ranks, fixed dims, dim names."""
+
     def describe(vi):
         tt = vi.type.tensor_type
         dims = [d.dim_param if d.dim_param else d.dim_value for d in tt.shape.dim]
         return vi.name, tt.elem_type, dims
 
-    for kind, got, want in (("inputs", model_proto.graph.input, spec.inputs),
-                            ("outputs", model_proto.graph.output, spec.outputs)):
+    for kind, got, want in (
+        ("inputs", model_proto.graph.input, spec.inputs),
+        ("outputs", model_proto.graph.output, spec.outputs),
+    ):
         got = [describe(v) for v in got]
         if [g[0] for g in got] != [t.name for t in want]:
             raise ToolError(where, f"graph {kind} {[g[0] for g in got]} differ from the spec {[t.name for t in want]}")
@@ -99,6 +103,9 @@ def judge(path: Path, spec: GraphSpec, cases: dict, label: str, log) -> list[Com
 def _fail(name: str, results: list[Comparison]) -> None:
     report = Report(name, results)
     worst = [c for c in results if not c.passed]
-    raise ToolError(name, f"ONNX Runtime output differs from the upstream PyTorch module "
-                    f"({len(worst)}/{len(results)} outputs failed; first: {worst[0].line()})",
-                    "no pack was written; see the lines above: " + report.summary())
+    raise ToolError(
+        name,
+        f"ONNX Runtime output differs from the upstream PyTorch module "
+        f"({len(worst)}/{len(results)} outputs failed; first: {worst[0].line()})",
+        "no pack was written; see the lines above: " + report.summary(),
+    )

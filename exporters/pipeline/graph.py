@@ -8,20 +8,21 @@
 6. the reduced-precision variants the exporter declares and the options ask for (variants.py).
 Any failure raises; the pack writer then removes everything (atomic pack writes).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from specs.chunk_policy import ChunkPolicy, check_policy_facts
-from specs.pack import PackWriter
-from specs.precision import VARIANT_OPTIONS
 from exporters.graphs.base import GraphExporter
 from exporters.pipeline.checks import GraphResult, check_graph_matches_spec, judge, try_simplify
 from exporters.pipeline.metadata import add_metadata
 from exporters.pipeline.onnx_export import torch_export
 from exporters.pipeline.variants import add_variant
+from specs.chunk_policy import ChunkPolicy, check_policy_facts
+from specs.pack import PackWriter
+from specs.precision import VARIANT_OPTIONS
 
 
 @dataclass
@@ -36,8 +37,9 @@ class ExportOptions:
         return {"fp16": self.fp16, "int8": self.int8}.get(precision, False)
 
 
-def export_graph(exporter: GraphExporter, model, policy: ChunkPolicy, writer: PackWriter,
-                 opts: ExportOptions) -> list[GraphResult]:
+def export_graph(
+    exporter: GraphExporter, model, policy: ChunkPolicy, writer: PackWriter, opts: ExportOptions
+) -> list[GraphResult]:
     """Export, check, simplify, and add one graph (and the variants asked for) to the pack."""
     import onnx
 
@@ -67,8 +69,15 @@ def export_graph(exporter: GraphExporter, model, policy: ChunkPolicy, writer: Pa
     facts = spec.facts
     add_metadata(path, spec, facts)
     out = [GraphResult(name, results, simplified, time.time() - t0)]
-    writer.add_graph(name, spec, onnx_rel, cases, exporter.opset, external_data=external,
-                     extra={"simplified": simplified, "report": out[0].summary()})
+    writer.add_graph(
+        name,
+        spec,
+        onnx_rel,
+        cases,
+        exporter.opset,
+        external_data=external,
+        extra={"simplified": simplified, "report": out[0].summary()},
+    )
     for key, (array, doc) in exporter.data(model).items():
         writer.add_data(key, array, doc)
 
@@ -77,9 +86,12 @@ def export_graph(exporter: GraphExporter, model, policy: ChunkPolicy, writer: Pa
         if not opts.wants(precision):
             continue
         if not vpolicy.offered_on("ort"):
-            log(f"[{name}] no ONNX Runtime {precision} variant ({VARIANT_OPTIONS.get(precision, precision)}): "
-                f"its {precision} policy is for {', '.join(vpolicy.backends)} only")
+            log(
+                f"[{name}] no ONNX Runtime {precision} variant ({VARIANT_OPTIONS.get(precision, precision)}): "
+                f"its {precision} policy is for {', '.join(vpolicy.backends)} only"
+            )
             continue
-        out.append(add_variant(writer, spec, vpolicy, path, cases, exporter.opset, exporter.external_data_threshold,
-                               log))
+        out.append(
+            add_variant(writer, spec, vpolicy, path, cases, exporter.opset, exporter.external_data_threshold, log)
+        )
     return out

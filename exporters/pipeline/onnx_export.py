@@ -4,6 +4,7 @@ TorchScript path (the dynamo exporter cannot trace upstream's data-dependent con
 exporter, dynamic axes named after the spec's dims; graphs over the exporter's threshold are saved with one
 external data file.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from specs.io_spec import GraphSpec
 from exporters.graphs.base import GraphExporter
+from specs.io_spec import GraphSpec
 
 
 def dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
@@ -58,9 +59,17 @@ def torch_export(exporter: GraphExporter, model, spec: GraphSpec, example: dict,
     try:
         with torch.no_grad(), exporter.patches(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about Python control flow we froze on purpose
-            torch.onnx.export(wrapper, args, str(scratch / "model.onnx"), input_names=spec.input_names,
-                              output_names=spec.output_names, dynamic_axes=dynamic_axes(spec),
-                              opset_version=exporter.opset, do_constant_folding=True, dynamo=False)
+            torch.onnx.export(
+                wrapper,
+                args,
+                str(scratch / "model.onnx"),
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                dynamic_axes=dynamic_axes(spec),
+                opset_version=exporter.opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
         proto = onnx.load(str(scratch / "model.onnx"), load_external_data=True)
         stamp_output_shapes(proto, spec)
         return save_onnx(proto, path, exporter.external_data_threshold)
@@ -79,9 +88,13 @@ def save_onnx(proto, path: Path, threshold: int) -> list[str]:
         onnx.save_model(proto, str(path))
         return []
     location = path.name + ".data"
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=location, size_threshold=1024)
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
     (path.parent / location).chmod(0o644)  # onnx writes it 0600; a pack is readable like its other files
     return [location]
-
-

@@ -1,17 +1,18 @@
 """Bundle -> pack: build the upstream modules, export every graph, write the manifest, commit atomically."""
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from specs.pack import PackWriter, file_record
 from exporters.graphs import resolve
 from exporters.model.bundle import QWEN_DIR, Bundle
 from exporters.model.facts import chunk_policy, model_config
 from exporters.pipeline.graph import ExportOptions, GraphResult, export_graph
+from specs.pack import PackWriter, file_record
 
 # Frontend files the runtime needs, copied from the bundle into PACK/frontend/.
 FRONTEND_FILES = {
@@ -41,9 +42,16 @@ def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
     return out
 
 
-def export_pack(model_dir: Path, out: Path, graphs: list[str] | None, opts: ExportOptions,
-                overwrite: bool = False, verify_official: bool = False, random_init: dict | None = None,
-                log: Callable[[str], None] = print) -> PackResult:
+def export_pack(
+    model_dir: Path,
+    out: Path,
+    graphs: list[str] | None,
+    opts: ExportOptions,
+    overwrite: bool = False,
+    verify_official: bool = False,
+    random_init: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> PackResult:
     import onnx
     import onnxruntime
     import torch
@@ -62,13 +70,24 @@ def export_pack(model_dir: Path, out: Path, graphs: list[str] | None, opts: Expo
         for exp in exporters:
             results.extend(export_graph(exp, model, policy, writer, opts))
         manifest = {
-            "tool": {"name": "cosyvoice-pack", "version": _tool_version(), "torch": torch.__version__,
-                     "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__},
-            "model": {"family": bundle.family,
-                      "source": {"random_init": random_init, "files": bundle.hashes()},
-                      "config": model_config(model)},
-            "audio": {"sample_rate": model.sample_rate, "encoding": "pcm_s16le", "channels": 1,
-                      "chunk_policy": policy.to_dict()},
+            "tool": {
+                "name": "cosyvoice-pack",
+                "version": _tool_version(),
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+            "model": {
+                "family": bundle.family,
+                "source": {"random_init": random_init, "files": bundle.hashes()},
+                "config": model_config(model),
+            },
+            "audio": {
+                "sample_rate": model.sample_rate,
+                "encoding": "pcm_s16le",
+                "channels": 1,
+                "chunk_policy": policy.to_dict(),
+            },
             "frontend": _copy_frontend(bundle, writer),
         }
         path = writer.commit(manifest)
@@ -82,4 +101,3 @@ def _tool_version() -> str:
         return version("cosyvoice-pack")
     except Exception:
         return "0.0.0+local"
-

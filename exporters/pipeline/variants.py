@@ -5,18 +5,19 @@ becomes a graph `NAME.PRECISION` in the pack: float16 through the one converter 
 weight-only through ONNX Runtime's MatMulNBits quantizer; both checked on every case against the fp32
 PyTorch outputs under the policy's tolerances, by the same check-and-add path.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from specs.io_spec import GraphSpec
-from specs.pack import PackWriter
-from specs.precision import PrecisionPolicy
 from exporters.pipeline.checks import GraphResult, check_graph_matches_spec, judge
 from exporters.pipeline.metadata import add_metadata
 from exporters.pipeline.onnx_export import save_onnx
+from specs.io_spec import GraphSpec
+from specs.pack import PackWriter
+from specs.precision import PrecisionPolicy
 
 
 def variant_spec(spec: GraphSpec, policy: PrecisionPolicy) -> GraphSpec:
@@ -24,10 +25,19 @@ def variant_spec(spec: GraphSpec, policy: PrecisionPolicy) -> GraphSpec:
     variant is never a TensorRT source)."""
     facts = dict(spec.facts)
     if policy.method == "weight_only":
-        facts["weight_only"] = {"method": "onnxruntime MatMulNBitsQuantizer (weight-only, MatMul weights only)",
-                                **policy.weight_only}
-    return replace(spec, graph=f"{spec.graph}.{policy.precision}", precision=policy.precision,
-                   tolerances={**spec.tolerances, **policy.tolerances}, facts=facts, profiles={}, precisions={})
+        facts["weight_only"] = {
+            "method": "onnxruntime MatMulNBitsQuantizer (weight-only, MatMul weights only)",
+            **policy.weight_only,
+        }
+    return replace(
+        spec,
+        graph=f"{spec.graph}.{policy.precision}",
+        precision=policy.precision,
+        tolerances={**spec.tolerances, **policy.tolerances},
+        facts=facts,
+        profiles={},
+        precisions={},
+    )
 
 
 def write_variant(src: Path, dst: Path, policy: PrecisionPolicy, threshold: int) -> list[str]:
@@ -42,8 +52,16 @@ def write_variant(src: Path, dst: Path, policy: PrecisionPolicy, threshold: int)
     return save_onnx(quantize_matmul_weights(src, WeightOnlyConfig(**policy.weight_only)), dst, threshold)
 
 
-def add_variant(writer: PackWriter, spec: GraphSpec, policy: PrecisionPolicy, src: Path, cases: dict, opset: int,
-                threshold: int, log):
+def add_variant(
+    writer: PackWriter,
+    spec: GraphSpec,
+    policy: PrecisionPolicy,
+    src: Path,
+    cases: dict,
+    opset: int,
+    threshold: int,
+    log,
+):
     """Make, check and add one variant of the graph at `src`; returns its GraphResult."""
     import onnx
 
@@ -58,6 +76,13 @@ def add_variant(writer: PackWriter, spec: GraphSpec, policy: PrecisionPolicy, sr
     results = judge(path, vspec, cases, vspec.graph, log)
     add_metadata(path, vspec, vspec.facts)
     res = GraphResult(vspec.graph, results, False, time.time() - t0)
-    writer.add_graph(vspec.graph, vspec, rel, cases, opset, external_data=external,
-                     extra={"variant_of": spec.graph, "simplified": False, "report": res.summary()})
+    writer.add_graph(
+        vspec.graph,
+        vspec,
+        rel,
+        cases,
+        opset,
+        external_data=external,
+        extra={"variant_of": spec.graph, "simplified": False, "report": res.summary()},
+    )
     return res

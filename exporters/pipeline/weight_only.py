@@ -6,6 +6,7 @@ fp32 (the LLM head is a Gemm and stays fp32). `accuracy_level` 4 lets ONNX Runti
 the activations to int8 per block and use integer dot products: measured ~30x faster than the default
 level for 8-bit weights on this CPU (the default dequantizes to fp32 on every call).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -51,9 +52,14 @@ def quantize_matmul_weights(src: Path, cfg: WeightOnlyConfig):
     MatMulNBitsQuantizer = _quantizer_class()
     if cfg.bits not in (4, 8):
         raise ValueError(f"weight-only bits must be 4 or 8, not {cfg.bits}")
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=cfg.bits, block_size=cfg.block_size,
-                                     is_symmetric=cfg.symmetric, accuracy_level=cfg.accuracy_level,
-                                     op_types_to_quantize=("MatMul",))
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(src)),
+        bits=cfg.bits,
+        block_size=cfg.block_size,
+        is_symmetric=cfg.symmetric,
+        accuracy_level=cfg.accuracy_level,
+        op_types_to_quantize=("MatMul",),
+    )
     quantizer.process()
     proto = quantizer.model.model
     if not any(n.op_type == "MatMulNBits" for n in proto.graph.node):

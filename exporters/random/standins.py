@@ -6,6 +6,7 @@
   from 100 Hz frames, like the real tokenizer) and an FSQ head (8 dims × 3 levels = 6561 codes).
 Both are small seeded random networks: they make the zero-shot frontend path runnable end to end.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,16 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -
 
     module.eval()
     with torch.no_grad():
-        torch.onnx.export(module, args, str(path), input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=17,
+            dynamo=False,
+        )
 
 
 def write_campplus_standin(path: Path, seed: int) -> None:
@@ -65,5 +74,11 @@ def write_speech_tokenizer_standin(path: Path, seed: int) -> None:
             z = torch.round(torch.tanh(self.fsq(h.transpose(1, 2)) * 2.0)) + 1.0  # (1, T', 8) in {0,1,2}
             return (z * self.powers).sum(-1).to(torch.int32)
 
-    _export(SpeechTokenizerStandin(), (torch.randn(1, 128, 300), torch.tensor([300], dtype=torch.int32)), path,
-            ["feats", "feats_length"], ["indices"], {"feats": {2: "frames"}, "indices": {1: "tokens"}})
+    _export(
+        SpeechTokenizerStandin(),
+        (torch.randn(1, 128, 300), torch.tensor([300], dtype=torch.int32)),
+        path,
+        ["feats", "feats_length"],
+        ["indices"],
+        {"feats": {2: "frames"}, "indices": {1: "tokens"}},
+    )

@@ -20,6 +20,7 @@ by tests/test_hift_random_phase.py). It re-derives upstream's float32 arithmetic
 
 Every constant comes from the upstream modules (`m_source.l_sin_gen`, `f0_upsamp`).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,9 @@ class NoiseDrivenSource(torch.nn.Module):
         super().__init__()
         gen = m_source.l_sin_gen
         if getattr(gen, "causal", False) or getattr(gen, "flag_for_pulse", False) or not hasattr(gen, "upsample_scale"):
-            raise NotImplementedError("only the non-causal SineGen2 of CosyVoice2 is supported, "
-                                      f"got {type(gen).__name__}")
+            raise NotImplementedError(
+                f"only the non-causal SineGen2 of CosyVoice2 is supported, got {type(gen).__name__}"
+            )
         if int(gen.upsample_scale) != int(upsample):
             raise ValueError(f"SineGen2 upsample_scale {gen.upsample_scale} != f0 upsample {upsample}")
         self.upsample = int(upsample)

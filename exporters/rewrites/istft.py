@@ -16,6 +16,7 @@ are exactly a strided convolution and a transposed convolution with constant ker
 Bases are built in float64 and rounded once to float32. Every size comes from the caller (HiFT's
 `istft_params` and its window); nothing here assumes 16 / 4.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,7 @@ class ConvSTFT(torch.nn.Module):
         pad = self.n_fft // 2
         x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect")
         spec = F.conv1d(x, self.basis, stride=self.hop)
-        return spec[:, : self.bins], spec[:, self.bins:]
+        return spec[:, : self.bins], spec[:, self.bins :]
 
 
 class ConvISTFT(torch.nn.Module):
@@ -78,8 +79,9 @@ class ConvISTFT(torch.nn.Module):
             raise ValueError(f"window has {window.numel()} samples, n_fft is {n_fft}")
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("basis", istft_basis(window), persistent=False)
-        self.register_buffer("window_sq", (window.to(torch.float64) ** 2).to(torch.float32).view(1, 1, -1),
-                             persistent=False)
+        self.register_buffer(
+            "window_sq", (window.to(torch.float64) ** 2).to(torch.float32).view(1, 1, -1), persistent=False
+        )
 
     def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
         frames = F.conv_transpose1d(torch.cat([real, imag], dim=1), self.basis, stride=self.hop)

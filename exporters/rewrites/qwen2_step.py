@@ -14,6 +14,7 @@
   cache length: query i (cache slot past + i) sees key slot j iff j <= past + i and attention_mask[j] == 1.
   `position_ids` only drive RoPE.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,9 +47,13 @@ class Qwen2Step(torch.nn.Module):
         if getattr(cfg, "use_sliding_window", False):
             raise NotImplementedError("Qwen2 sliding-window attention is not exported")
         self.layers = backbone.layers
-        self.qkv = torch.nn.ModuleList(fused_linear(l.self_attn.q_proj, l.self_attn.k_proj, l.self_attn.v_proj)
-                                       for l in backbone.layers)
-        self.gate_up = torch.nn.ModuleList(fused_linear(l.mlp.gate_proj, l.mlp.up_proj) for l in backbone.layers)
+        self.qkv = torch.nn.ModuleList(
+            fused_linear(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
+            for layer in backbone.layers
+        )
+        self.gate_up = torch.nn.ModuleList(
+            fused_linear(layer.mlp.gate_proj, layer.mlp.up_proj) for layer in backbone.layers
+        )
         self.norm = backbone.norm
         self.head = qwen2lm.llm_decoder
         self.num_heads = int(cfg.num_attention_heads)
@@ -56,7 +61,7 @@ class Qwen2Step(torch.nn.Module):
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.groups = self.num_heads // self.num_kv_heads
         self.intermediate = int(cfg.intermediate_size)
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.register_buffer("inv_freq", rope.inv_freq.detach().clone().float(), persistent=False)
 
     def rope_tables(self, position_ids):
@@ -104,8 +109,9 @@ class Qwen2Step(torch.nn.Module):
         h = inputs_embeds
         presents = []
         for i, layer in enumerate(self.layers):
-            a, keys, values = self.attend(layer.self_attn, self.qkv[i], layer.input_layernorm(h), cos, sin, bias,
-                                          past[2 * i], past[2 * i + 1])
+            a, keys, values = self.attend(
+                layer.self_attn, self.qkv[i], layer.input_layernorm(h), cos, sin, bias, past[2 * i], past[2 * i + 1]
+            )
             h = h + a
             h = h + self.mlp(layer, self.gate_up[i], layer.post_attention_layernorm(h))
             presents += [keys, values]

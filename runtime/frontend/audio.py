@@ -17,6 +17,7 @@ Behaviour (upstream `load_wav` + `_extract_speech_token` asserts, made explicit)
   rolls off gradually (-1.8 dB at 7 kHz, -6 dB at 7.95 kHz). About 47 dB SNR between the two on speech.
   The output length is upstream's: ceil(N * target / source).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ class PromptAudio:
         return resample(self.samples, self.sample_rate, sample_rate)
 
 
-def load_prompt_wav(path: str | Path, min_seconds: float = MIN_PROMPT_SECONDS,
-                    max_seconds: float = MAX_PROMPT_SECONDS) -> PromptAudio:
+def load_prompt_wav(
+    path: str | Path, min_seconds: float = MIN_PROMPT_SECONDS, max_seconds: float = MAX_PROMPT_SECONDS
+) -> PromptAudio:
     """Read and check a prompt WAV; raise ToolError naming the file and what is wrong with it."""
     import soundfile as sf
 
@@ -79,15 +81,21 @@ def load_prompt_wav(path: str | Path, min_seconds: float = MIN_PROMPT_SECONDS,
         raise ToolError(path, f"uses {what}, which the frontend does not accept", _CONVERT_HINT)
     _check_not_truncated(path)
     if sample_rate < MIN_SAMPLE_RATE:
-        raise ToolError(path, f"sample rate is {sample_rate} Hz",
-                        f"at least {MIN_SAMPLE_RATE} Hz (the speech tokenizer and CAM++ work at 16 kHz); "
-                        "record or export the prompt at 16 kHz or more")
+        raise ToolError(
+            path,
+            f"sample rate is {sample_rate} Hz",
+            f"at least {MIN_SAMPLE_RATE} Hz (the speech tokenizer and CAM++ work at 16 kHz); "
+            "record or export the prompt at 16 kHz or more",
+        )
     seconds = len(samples) / sample_rate
     if seconds < min_seconds:
         raise ToolError(path, f"prompt is too short ({seconds:.3f} s)", f"at least {min_seconds:g} s of speech")
     if seconds > max_seconds:
-        raise ToolError(path, f"prompt is too long ({seconds:.2f} s)",
-                        f"at most {max_seconds:g} s (the speech tokenizer's limit); cut the prompt")
+        raise ToolError(
+            path,
+            f"prompt is too long ({seconds:.2f} s)",
+            f"at most {max_seconds:g} s (the speech tokenizer's limit); cut the prompt",
+        )
     if not np.isfinite(samples).all():
         raise ToolError(path, "contains NaN or infinite samples", "finite float samples in [-1, 1]")
     mono = samples.mean(axis=1, dtype=np.float32) if channels > 1 else samples[:, 0]
@@ -108,8 +116,9 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     return np.pad(y, (0, want - len(y)))
 
 
-_CONVERT_HINT = ("a PCM WAV (16/24/32-bit int or float), e.g. `ffmpeg -i in.mp3 -ac 1 -ar 24000 "
-                 "-c:a pcm_s16le prompt.wav`")
+_CONVERT_HINT = (
+    "a PCM WAV (16/24/32-bit int or float), e.g. `ffmpeg -i in.mp3 -ac 1 -ar 24000 -c:a pcm_s16le prompt.wav`"
+)
 
 
 def _first_line(err: Exception) -> str:
@@ -130,7 +139,11 @@ def _check_not_truncated(path: Path) -> None:
             if chunk_id == b"data":
                 present = size - offset - 8
                 if chunk_size != _UNKNOWN_DATA_SIZE and chunk_size > present:
-                    raise ToolError(path, f"WAV file is truncated: its header announces {chunk_size} bytes of "
-                                    f"audio, the file holds {present}", "a complete WAV file; re-export it")
+                    raise ToolError(
+                        path,
+                        f"WAV file is truncated: its header announces {chunk_size} bytes of "
+                        f"audio, the file holds {present}",
+                        "a complete WAV file; re-export it",
+                    )
                 return
             offset += 8 + chunk_size + (chunk_size & 1)

@@ -3,6 +3,7 @@
 Shared by the whisper log-mel (speech tokenizer input) and the matcha prompt mel (flow prompt), so both
 use one STFT and one filterbank. Everything is computed in float64; callers cast the result to float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,7 @@ def stft(signal: np.ndarray, n_fft: int, hop: int, window: np.ndarray, center: b
 
 
 def power_spectrum(spec: np.ndarray) -> np.ndarray:
-    return spec.real ** 2 + spec.imag ** 2
+    return spec.real**2 + spec.imag**2
 
 
 # ---- Slaney mel scale (librosa's default: htk=False, norm='slaney') ----------------------------------------
@@ -61,7 +62,7 @@ _MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
 _LOG_STEP = math.log(6.4) / 27.0  # log-spaced part above 1 kHz
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz / _F_SP
     log_part = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOG_STEP
@@ -75,8 +76,9 @@ def mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= _MIN_LOG_MEL, log_part, linear)
 
 
-def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
-                       fmax: float | None = None) -> np.ndarray:
+def slaney_mel_filters(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """Triangular mel filters, (n_mels, n_fft // 2 + 1) float32, area-normalised (Slaney).
 
     Rounded to float32 in two steps (triangles, then after normalisation) exactly as librosa.filters.mel

@@ -6,11 +6,12 @@
 - `prompt_mel`: matcha.utils.audio.mel_spectrogram with the bundle's `feat_extractor` parameters
   (`MelParams.from_config(pack.config["feat_extractor"])`), returned as (1, T, 80) like upstream's frontend.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping
 
 import numpy as np
 
@@ -109,20 +110,36 @@ class MelParams:
     center: bool = False
 
     @classmethod
-    def from_config(cls, feat_extractor: Mapping, where: str = "manifest model.config.feat_extractor") -> "MelParams":
-        missing = [k for k in ("n_fft", "num_mels", "sampling_rate", "hop_size", "win_size", "fmin", "fmax")
-                   if k not in feat_extractor]
+    def from_config(cls, feat_extractor: Mapping, where: str = "manifest model.config.feat_extractor") -> MelParams:
+        missing = [
+            k
+            for k in ("n_fft", "num_mels", "sampling_rate", "hop_size", "win_size", "fmin", "fmax")
+            if k not in feat_extractor
+        ]
         if missing:
-            raise ToolError(where, f"lacks {', '.join(missing)}",
-                            "the yaml's feat_extractor arguments (n_fft, num_mels, sampling_rate, hop_size, "
-                            "win_size, fmin, fmax, center)")
+            raise ToolError(
+                where,
+                f"lacks {', '.join(missing)}",
+                "the yaml's feat_extractor arguments (n_fft, num_mels, sampling_rate, hop_size, "
+                "win_size, fmin, fmax, center)",
+            )
         f = feat_extractor
-        params = cls(int(f["n_fft"]), int(f["num_mels"]), int(f["sampling_rate"]), int(f["hop_size"]),
-                     int(f["win_size"]), float(f["fmin"]), None if f["fmax"] is None else float(f["fmax"]),
-                     bool(f.get("center", False)))
+        params = cls(
+            int(f["n_fft"]),
+            int(f["num_mels"]),
+            int(f["sampling_rate"]),
+            int(f["hop_size"]),
+            int(f["win_size"]),
+            float(f["fmin"]),
+            None if f["fmax"] is None else float(f["fmax"]),
+            bool(f.get("center", False)),
+        )
         if not (0 < params.hop_size <= params.n_fft and 0 < params.win_size <= params.n_fft):
-            raise ToolError(where, f"hop_size {params.hop_size}, win_size {params.win_size}, n_fft {params.n_fft}",
-                            "0 < hop_size <= n_fft and 0 < win_size <= n_fft")
+            raise ToolError(
+                where,
+                f"hop_size {params.hop_size}, win_size {params.win_size}, n_fft {params.n_fft}",
+                "0 < hop_size <= n_fft and 0 < win_size <= n_fft",
+            )
         return params
 
 

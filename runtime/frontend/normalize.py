@@ -9,11 +9,12 @@ passed through untouched and unsplit, as upstream does. Segments of only punctua
 Not done (upstream does them only with the optional wetext/ttsfrd packages): WFST text normalisation of
 dates, currencies, units and Chinese numerals; Chinese digits therefore stay digits.
 """
+
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from runtime.frontend.number_words import spell_out_numbers
 
@@ -34,8 +35,15 @@ def is_only_punctuation(text: str) -> bool:
     return all(unicodedata.category(ch)[0] in "PS" for ch in text)
 
 
-def split_paragraph(text: str, tokenize: Callable[[str], Sequence[int]], lang: str = "zh", token_max_n: int = 80,
-                    token_min_n: int = 60, merge_len: int = 20, comma_split: bool = False) -> list[str]:
+def split_paragraph(
+    text: str,
+    tokenize: Callable[[str], Sequence[int]],
+    lang: str = "zh",
+    token_max_n: int = 80,
+    token_min_n: int = 60,
+    merge_len: int = 20,
+    comma_split: bool = False,
+) -> list[str]:
     """Cut text after each terminator, then greedily merge sentences into segments.
 
     Length is characters for 'zh' and `len(tokenize(s))` otherwise. A segment is closed before a sentence
@@ -58,7 +66,7 @@ def split_paragraph(text: str, tokenize: Callable[[str], Sequence[int]], lang: s
         if ch not in terminators:
             continue
         if i > start:
-            sentences.append(text[start:i + 1])
+            sentences.append(text[start : i + 1])
         start = i + 1
         if start < len(text) and text[start] in CLOSING_QUOTES:
             if sentences:  # upstream raises IndexError when the text starts with '."'; we keep the quote
@@ -106,8 +114,9 @@ def _normalize_chinese(text: str) -> str:
     return _TRAILING_COMMAS.sub("。", text)
 
 
-def normalize_text(text: str, tokenize: Callable[[str], Sequence[int]], split: bool = True,
-                   text_frontend: bool = True) -> list[str] | str:
+def normalize_text(
+    text: str, tokenize: Callable[[str], Sequence[int]], split: bool = True, text_frontend: bool = True
+) -> list[str] | str:
     """Upstream's `CosyVoiceFrontEnd.text_normalize` without wetext/ttsfrd; segments if split, else the text."""
     if ("<|" in text and "|>" in text) or not text_frontend or text == "":
         return [text] if split else text

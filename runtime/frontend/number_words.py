@@ -4,14 +4,26 @@ That is what upstream's `spell_out_number` calls for each maximal run of `str.is
 non-Chinese text: "2024" -> "two thousand and twenty-four", "1000005" -> "one million and five",
 "1234" -> "one thousand, two hundred and thirty-four", "007" -> "seven".
 """
+
 from __future__ import annotations
 
 _UNITS = ("", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_TEENS = ("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-          "nineteen")
+_TEENS = ("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
 _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-_SCALES = ("", "thousand", "million", "billion", "trillion", "quadrillion", "quintillion", "sextillion",
-           "septillion", "octillion", "nonillion", "decillion")
+_SCALES = (
+    "",
+    "thousand",
+    "million",
+    "billion",
+    "trillion",
+    "quadrillion",
+    "quintillion",
+    "sextillion",
+    "septillion",
+    "octillion",
+    "nonillion",
+    "decillion",
+)
 
 
 def _below_hundred(n: int) -> str:

@@ -8,18 +8,27 @@
 
 ORT sessions for the two frontend models are made once per process per (file, device) and reused.
 """
+
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from runtime.frontend.audio import PromptAudio, load_prompt_wav
-from runtime.frontend.features import (CAMPPLUS_MEL_BINS, CAMPPLUS_SAMPLE_RATE, WHISPER_MEL_BINS,
-                                       WHISPER_SAMPLE_RATE, MelParams, campplus_fbank, prompt_mel,
-                                       whisper_log_mel)
+from runtime.frontend.features import (
+    CAMPPLUS_MEL_BINS,
+    CAMPPLUS_SAMPLE_RATE,
+    WHISPER_MEL_BINS,
+    WHISPER_SAMPLE_RATE,
+    MelParams,
+    campplus_fbank,
+    prompt_mel,
+    whisper_log_mel,
+)
 from runtime.frontend.normalize import normalize_text
 from runtime.frontend.text import TextTokenizer
 from specs.errors import ToolError
@@ -37,11 +46,12 @@ class PromptInputs:
     embedding: np.ndarray  # (1, 192) float32: llm_ and flow_embedding
 
 
-def align_prompt(speech_tokens: np.ndarray, speech_feat: np.ndarray,
-                 token_mel_ratio: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def align_prompt(
+    speech_tokens: np.ndarray, speech_feat: np.ndarray, token_mel_ratio: int = 2
+) -> tuple[np.ndarray, np.ndarray]:
     """CosyVoice2's alignment: n = min(T_mel // ratio, n_tokens); keep n tokens and n * ratio mel frames."""
     n = min(speech_feat.shape[1] // token_mel_ratio, speech_tokens.shape[1])
-    return speech_tokens[:, :n], speech_feat[:, :n * token_mel_ratio]
+    return speech_tokens[:, :n], speech_feat[:, : n * token_mel_ratio]
 
 
 # ---- ORT sessions, one per process per model file ------------------------------------------------------
@@ -63,13 +73,17 @@ def frontend_session(path: str | Path, device: str = "cpu"):
                 raise ToolError(path, "frontend model is missing", "the pack's frontend/ files as exported")
             try:
                 # One intra-op thread, as upstream's frontend sessions.
-                _SESSIONS[key] = ort.InferenceSession(str(path), sess_options=session_options(threads=1),
-                                                      providers=providers_for(device))
+                _SESSIONS[key] = ort.InferenceSession(
+                    str(path), sess_options=session_options(threads=1), providers=providers_for(device)
+                )
             except ToolError:
                 raise
             except Exception as e:  # ORT's own exception types
-                raise ToolError(path, f"ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})",
-                                "the bundle's campplus.onnx / speech_tokenizer_v2.onnx") from None
+                raise ToolError(
+                    path,
+                    f"ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})",
+                    "the bundle's campplus.onnx / speech_tokenizer_v2.onnx",
+                ) from None
         return _SESSIONS[key]
 
 
@@ -80,8 +94,9 @@ class SpeakerEmbedder:
         self.session = frontend_session(path, device)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 3 or inputs[0].shape[2] not in (CAMPPLUS_MEL_BINS, None):
-            raise ToolError(path, f"has inputs {[(i.name, i.shape) for i in inputs]}",
-                            "campplus.onnx with one input (1, T, 80)")
+            raise ToolError(
+                path, f"has inputs {[(i.name, i.shape) for i in inputs]}", "campplus.onnx with one input (1, T, 80)"
+            )
         self.input_name = inputs[0].name
 
     def __call__(self, wav16k: np.ndarray) -> np.ndarray:
@@ -97,22 +112,33 @@ class SpeechTokenizer:
         self.session = frontend_session(path, device)
         inputs = self.session.get_inputs()
         if len(inputs) != 2 or len(inputs[0].shape) != 3:
-            raise ToolError(path, f"has inputs {[(i.name, i.shape) for i in inputs]}",
-                            "speech_tokenizer_v2.onnx with inputs feats (1, 128, T) and feats_length (1,)")
+            raise ToolError(
+                path,
+                f"has inputs {[(i.name, i.shape) for i in inputs]}",
+                "speech_tokenizer_v2.onnx with inputs feats (1, 128, T) and feats_length (1,)",
+            )
         self.feats_name, self.length_name = inputs[0].name, inputs[1].name
 
     def __call__(self, wav16k: np.ndarray) -> np.ndarray:
         feats = whisper_log_mel(wav16k, WHISPER_MEL_BINS)
-        out = self.session.run(None, {self.feats_name: feats,
-                                      self.length_name: np.array([feats.shape[2]], dtype=np.int32)})[0]
+        out = self.session.run(
+            None, {self.feats_name: feats, self.length_name: np.array([feats.shape[2]], dtype=np.int32)}
+        )[0]
         return np.asarray(out).reshape(1, -1).astype(np.int32)
 
 
 class PromptFrontend:
     """Prompt WAV + transcript -> PromptInputs, with the pack's frontend models and mel parameters."""
 
-    def __init__(self, campplus_path: str | Path, speech_tokenizer_path: str | Path, mel_params: MelParams,
-                 text_tokenizer: TextTokenizer | None = None, token_mel_ratio: int = 2, device: str = "cpu"):
+    def __init__(
+        self,
+        campplus_path: str | Path,
+        speech_tokenizer_path: str | Path,
+        mel_params: MelParams,
+        text_tokenizer: TextTokenizer | None = None,
+        token_mel_ratio: int = 2,
+        device: str = "cpu",
+    ):
         self.embedder = SpeakerEmbedder(campplus_path, device)
         self.speech_tokenizer = SpeechTokenizer(speech_tokenizer_path, device)
         self.mel_params = mel_params
@@ -120,20 +146,31 @@ class PromptFrontend:
         self.token_mel_ratio = int(token_mel_ratio)
 
     @classmethod
-    def from_pack(cls, pack, device: str = "cpu", text_tokenizer: TextTokenizer | None = None) -> "PromptFrontend":
+    def from_pack(cls, pack, device: str = "cpu", text_tokenizer: TextTokenizer | None = None) -> PromptFrontend:
         files = pack.manifest.get("frontend", {})
         missing = [k for k in ("campplus", "speech_tokenizer") if k not in files]
         if missing:
-            raise ToolError(pack.root / "manifest.json", f"frontend section lacks {', '.join(missing)}",
-                            "a pack exported from a bundle with campplus.onnx and speech_tokenizer_v2.onnx")
+            raise ToolError(
+                pack.root / "manifest.json",
+                f"frontend section lacks {', '.join(missing)}",
+                "a pack exported from a bundle with campplus.onnx and speech_tokenizer_v2.onnx",
+            )
         config = pack.config
         if "feat_extractor" not in config:
-            raise ToolError(pack.root / "manifest.json", "model.config has no feat_extractor",
-                            "a pack exported by this version of tts-export")
+            raise ToolError(
+                pack.root / "manifest.json",
+                "model.config has no feat_extractor",
+                "a pack exported by this version of tts-export",
+            )
         ratio = int(config.get("flow", {}).get("token_mel_ratio", 2))
-        return cls(pack.root / files["campplus"]["file"], pack.root / files["speech_tokenizer"]["file"],
-                   MelParams.from_config(config["feat_extractor"]),
-                   text_tokenizer or TextTokenizer.from_pack(pack), ratio, device)
+        return cls(
+            pack.root / files["campplus"]["file"],
+            pack.root / files["speech_tokenizer"]["file"],
+            MelParams.from_config(config["feat_extractor"]),
+            text_tokenizer or TextTokenizer.from_pack(pack),
+            ratio,
+            device,
+        )
 
     def speaker_embedding(self, audio: PromptAudio) -> np.ndarray:
         return self.embedder(audio.at(CAMPPLUS_SAMPLE_RATE))
@@ -147,11 +184,15 @@ class PromptFrontend:
     def prompt_text_ids(self, prompt_text: str) -> np.ndarray:
         if self.text_tokenizer is None:
             raise ValueError("PromptFrontend was built without a text tokenizer")
-        text = normalize_text(prompt_text, self.text_tokenizer.encode, split=False)
+        text = cast(str, normalize_text(prompt_text, self.text_tokenizer.encode, split=False))  # split=False: a str
         return np.array([self.text_tokenizer.encode(text)], dtype=np.int32).reshape(1, -1)
 
     def zero_shot(self, prompt_wav: str | Path | PromptAudio, prompt_text: str) -> PromptInputs:
         audio = prompt_wav if isinstance(prompt_wav, PromptAudio) else load_prompt_wav(prompt_wav)
         tokens, feat = align_prompt(self.speech_tokens(audio), self.speech_feat(audio), self.token_mel_ratio)
-        return PromptInputs(prompt_text=self.prompt_text_ids(prompt_text), speech_tokens=tokens,
-                            speech_feat=feat, embedding=self.speaker_embedding(audio))
+        return PromptInputs(
+            prompt_text=self.prompt_text_ids(prompt_text),
+            speech_tokens=tokens,
+            speech_feat=feat,
+            embedding=self.speaker_embedding(audio),
+        )

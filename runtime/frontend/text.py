@@ -9,22 +9,39 @@ Without merges.txt, merge ranks are recovered from vocab.json: a Qwen2 vocabular
 (token id 256 + i is the result of merge i), so each token's merge is the last step of BPE over its own
 characters using only lower-ranked tokens (`merges_from_vocab`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from specs.errors import ToolError
 from specs.schema import read_json
 
-QWEN2_SPLIT_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-                     r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN2_SPLIT_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 QWEN2_SPECIAL_TOKENS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
 # Added by upstream's CosyVoice2Tokenizer after the Qwen2 ones, in this order (ids 151646...).
 COSYVOICE2_SPECIAL_TOKENS = (
-    "<|endofprompt|>", "[breath]", "<strong>", "</strong>", "[noise]", "[laughter]", "[cough]", "[clucking]",
-    "[accent]", "[quick_breath]", "<laughter>", "</laughter>", "[hissing]", "[sigh]", "[vocalized-noise]",
-    "[lipsmack]", "[mn]",
+    "<|endofprompt|>",
+    "[breath]",
+    "<strong>",
+    "</strong>",
+    "[noise]",
+    "[laughter]",
+    "[cough]",
+    "[clucking]",
+    "[accent]",
+    "[quick_breath]",
+    "<laughter>",
+    "</laughter>",
+    "[hissing]",
+    "[sigh]",
+    "[vocalized-noise]",
+    "[lipsmack]",
+    "[mn]",
 )
 COSYVOICE2_VOCAB_SIZE = 151663  # len(upstream tokenizer): 151643 BPE ids + 3 Qwen2 + 17 CosyVoice2 specials
 
@@ -38,8 +55,12 @@ class TextTokenizer:
 
     # ---- construction ------------------------------------------------------------------------------------
     @classmethod
-    def from_files(cls, vocab_path: str | Path, merges_path: str | Path | None = None,
-                   tokenizer_config_path: str | Path | None = None) -> "TextTokenizer":
+    def from_files(
+        cls,
+        vocab_path: str | Path,
+        merges_path: str | Path | None = None,
+        tokenizer_config_path: str | Path | None = None,
+    ) -> TextTokenizer:
         """merges_path None: merges recovered from the vocabulary; tokenizer_config_path None: Qwen2's
         three specials at 151643-151645."""
         vocab = read_json(Path(vocab_path), "file", "Qwen2 vocab.json (token -> id)")
@@ -54,15 +75,19 @@ class TextTokenizer:
         return cls(_build_backend(bpe_vocab, merges, base_specials, vocab_path), _special_ids(base_specials))
 
     @classmethod
-    def from_pack(cls, pack) -> "TextTokenizer":
+    def from_pack(cls, pack) -> TextTokenizer:
         """From the pack's `frontend` section (tokenizer_vocab, optional tokenizer_merges / tokenizer_config)."""
         files = pack.manifest.get("frontend", {})
         if "tokenizer_vocab" not in files:
-            raise ToolError(pack.root / "manifest.json", "frontend section lists no tokenizer_vocab",
-                            "a pack exported with its bundle's CosyVoice-BlankEN/vocab.json")
+            raise ToolError(
+                pack.root / "manifest.json",
+                "frontend section lists no tokenizer_vocab",
+                "a pack exported with its bundle's CosyVoice-BlankEN/vocab.json",
+            )
         if pack.family != "cosyvoice2":
-            raise ToolError(pack.root / "manifest.json", f"text tokenizer for {pack.family} is not implemented",
-                            "a cosyvoice2 pack")
+            raise ToolError(
+                pack.root / "manifest.json", f"text tokenizer for {pack.family} is not implemented", "a cosyvoice2 pack"
+            )
 
         def path_of(key):  # optional files: merges are derived, specials defaulted when absent
             path = pack.root / files[key]["file"] if key in files else None
@@ -97,7 +122,9 @@ def read_merges(path: Path) -> list[tuple[str, str]]:
             continue
         parts = line.split(" ")
         if len(parts) != 2:
-            raise ToolError(f"{path}:{lineno}", f"is not a merge pair: {line[:60]!r}", "two tokens separated by one space")
+            raise ToolError(
+                f"{path}:{lineno}", f"is not a merge pair: {line[:60]!r}", "two tokens separated by one space"
+            )
         merges.append((parts[0], parts[1]))
     return merges
 
@@ -117,10 +144,13 @@ def merges_from_vocab(vocab: dict[str, int], where: str = "vocab.json") -> list[
                     best_rank, best_at = r, i
             if best_at < 0:
                 break
-            parts[best_at:best_at + 2] = [parts[best_at] + parts[best_at + 1]]
+            parts[best_at : best_at + 2] = [parts[best_at] + parts[best_at + 1]]
         if len(parts) != 2 or any(p not in vocab for p in parts):
-            raise ToolError(where, f"token {token!r} (id {rank}) cannot be built from lower-ranked tokens",
-                            "a merge-ordered vocabulary, or merges.txt next to it")
+            raise ToolError(
+                where,
+                f"token {token!r} (id {rank}) cannot be built from lower-ranked tokens",
+                "a merge-ordered vocabulary, or merges.txt next to it",
+            )
         merges.append((parts[0], parts[1]))
     return merges
 
@@ -146,28 +176,46 @@ def _build_backend(vocab: dict[str, int], merges: list[tuple[str, str]], base_sp
     from tokenizers.models import BPE
 
     if max(vocab.values()) >= min(base_specials.values()):
-        raise ToolError(where, f"BPE ids reach {max(vocab.values())}, overlapping the special tokens "
-                        f"from {min(base_specials.values())}", "a Qwen2 vocab.json with ids below the specials")
+        raise ToolError(
+            where,
+            f"BPE ids reach {max(vocab.values())}, overlapping the special tokens from {min(base_specials.values())}",
+            "a Qwen2 vocab.json with ids below the specials",
+        )
     try:
-        model = BPE(vocab=vocab, merges=merges, dropout=None, unk_token=None, continuing_subword_prefix="",
-                    end_of_word_suffix="", fuse_unk=False, byte_fallback=False)
+        model = BPE(
+            vocab=vocab,
+            merges=merges,
+            dropout=None,
+            unk_token=None,
+            continuing_subword_prefix="",
+            end_of_word_suffix="",
+            fuse_unk=False,
+            byte_fallback=False,
+        )
     except Exception as e:  # merges naming tokens that are not in the vocabulary
-        raise ToolError(where, f"vocab and merges do not fit together ({e})",
-                        "vocab.json and merges.txt from one Qwen2 tokenizer") from None
+        raise ToolError(
+            where, f"vocab and merges do not fit together ({e})", "vocab.json and merges.txt from one Qwen2 tokenizer"
+        ) from None
     tok = Tokenizer(model)
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     specials = _special_ids(base_specials)
     # Added one by one in id order, so each gets the next free id; checked below.
-    for content in sorted(specials, key=specials.get):
-        tok.add_special_tokens([AddedToken(content, special=True, normalized=False, lstrip=False, rstrip=False,
-                                           single_word=False)])
+    for content in sorted(specials, key=specials.__getitem__):
+        tok.add_special_tokens(
+            [AddedToken(content, special=True, normalized=False, lstrip=False, rstrip=False, single_word=False)]
+        )
     wrong = {c: tok.token_to_id(c) for c, i in specials.items() if tok.token_to_id(c) != i}
     if wrong:
-        raise ToolError(where, f"special tokens got ids {wrong}, not {[specials[c] for c in wrong]}",
-                        f"a vocabulary of {min(base_specials.values())} BPE ids (ids 0..{min(base_specials.values()) - 1})")
+        raise ToolError(
+            where,
+            f"special tokens got ids {wrong}, not {[specials[c] for c in wrong]}",
+            f"a vocabulary of {min(base_specials.values())} BPE ids (ids 0..{min(base_specials.values()) - 1})",
+        )
     return tok

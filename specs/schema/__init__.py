@@ -1,4 +1,5 @@
 """JSON Schemas of the pack files, and one validation helper that names the file and field."""
+
 from __future__ import annotations
 
 import functools
@@ -12,7 +13,7 @@ from specs.errors import ToolError
 SCHEMAS = ("io_spec", "manifest", "plan_meta")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(name: str) -> dict:
     if name not in SCHEMAS:
         raise KeyError(name)
@@ -32,13 +33,12 @@ def read_json(path, what: str, expected: str | None = None):
         raise ToolError(path, f"{what} cannot be read as JSON ({e})", expected) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _registry():
     """All our schemas by $id, so one schema can refer to another's definitions (the chunk policy)."""
     from referencing import Registry, Resource
 
-    return Registry().with_resources((load_schema(n)["$id"], Resource.from_contents(load_schema(n)))
-                                     for n in SCHEMAS)
+    return Registry().with_resources((load_schema(n)["$id"], Resource.from_contents(load_schema(n))) for n in SCHEMAS)
 
 
 def validate_json(doc: dict, schema: str, source: str) -> None:
@@ -49,4 +49,6 @@ def validate_json(doc: dict, schema: str, source: str) -> None:
         err = errors[0]
         field = "/".join(str(p) for p in err.absolute_path) or "(top level)"
         more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ToolError(source, f"field {field}: {err.message}{more}", f"a valid {schema} per specs/schema/{schema}.schema.json")
+        raise ToolError(
+            source, f"field {field}: {err.message}{more}", f"a valid {schema} per specs/schema/{schema}.schema.json"
+        )

@@ -1,5 +1,6 @@
 """Helpers shared by tests/test_frontend_*.py: tolerance checks through specs.compare, tokenizer files,
 upstream oracle objects and the stand-in speech tokenizer repair."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,8 +15,16 @@ from tests.conftest import DATA_DIR
 ZERO_SHOT_WAV = DATA_DIR / "zero_shot_prompt.wav"  # 24 kHz float32, 3.48 s
 CROSS_LINGUAL_WAV = DATA_DIR / "cross_lingual_prompt.wav"  # 22.05 kHz int16, 13.75 s
 ZERO_SHOT_TEXT = "希望你以后能够做的比我还好呦。"
-V2_FEAT_EXTRACTOR = {"n_fft": 1920, "num_mels": 80, "sampling_rate": 24000, "hop_size": 480, "win_size": 1920,
-                     "fmin": 0, "fmax": 8000, "center": False}
+V2_FEAT_EXTRACTOR = {
+    "n_fft": 1920,
+    "num_mels": 80,
+    "sampling_rate": 24000,
+    "hop_size": 480,
+    "win_size": 1920,
+    "fmin": 0,
+    "fmax": 8000,
+    "center": False,
+}
 
 
 def assert_close(actual, expected, atol: float, label: str, rtol: float = 0.0) -> None:
@@ -59,7 +68,11 @@ def upstream_frontend(campplus: Path, speech_tokenizer: Path, token_dir: Path):
     from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
     from matcha.utils.audio import mel_spectrogram
 
-    fe = CosyVoiceFrontEnd(partial(get_qwen_tokenizer, str(token_dir), True),
-                           partial(mel_spectrogram, **V2_FEAT_EXTRACTOR), str(campplus), str(speech_tokenizer))
+    fe = CosyVoiceFrontEnd(
+        partial(get_qwen_tokenizer, str(token_dir), True),
+        partial(mel_spectrogram, **V2_FEAT_EXTRACTOR),
+        str(campplus),
+        str(speech_tokenizer),
+    )
     assert fe.text_frontend == "", "the oracle has ttsfrd or wetext; these comparisons assume neither"
     return fe
