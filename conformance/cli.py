@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import typer
 
 from specs.cli import console_log, new_app
 from specs.errors import cli_entry
+from specs.outputs import OutputFile, check_output
 
 app = new_app()
 
@@ -40,13 +42,16 @@ def validate(
 
     log = console_log(stderr=False)
     names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
+    target = check_output(report_json, "--report-json", allow_stdout=True) if report_json else None
     t0 = time.time()
     result = validate_pack(
         pack, ValidationOptions(golden=golden, graphs=names, device=device, verify_hashes=verify_hashes, log=log)
     )
     rep = result.report
-    if report_json:
-        rep.write_json(report_json)
+    if target is not None:
+        with OutputFile(target) as f:
+            f.write((json.dumps(rep.to_dict(), indent=2) + "\n").encode())
+            f.commit()
     log(rep.summary())
     verdict = "PASSED" if rep.passed else "FAILED"
     log(f"{verdict} | {time.time() - t0:.1f} s | tts-validate {pack}")

@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 
 from specs.cli import console_log, new_app
-from specs.errors import cli_entry
+from specs.errors import ToolError, cli_entry
+from specs.pack import check_new_directory_parent, check_pack_destination
 
 app = new_app()
 
@@ -104,6 +105,13 @@ def export(
         )
     if keep_bundle is not None and random_init is None:
         raise typer.BadParameter("--keep-bundle needs --random-init", param_hint="--keep-bundle")
+    # Destinations are checked before any work: a 20-minute full-size bundle is not built for an --out that
+    # cannot be written.
+    check_pack_destination(out, overwrite)
+    if keep_bundle is not None:
+        if keep_bundle.exists() or keep_bundle.is_symlink():
+            raise ToolError(keep_bundle, "already exists", "a new directory for --keep-bundle")
+        check_new_directory_parent(keep_bundle, "--keep-bundle")
     t0 = time.time()
     opts = ExportOptions(seed=seed, simplify=simplify, fp16=fp16, int8=int8, log=log)
     tmp_root = None

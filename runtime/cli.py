@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from specs.cli import console_log, new_app
 from specs.errors import ToolError, cli_entry
+from specs.outputs import OutputFile, OutputTarget, check_output
 
 app = new_app()
 
@@ -31,6 +30,9 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
+INT64_MAX = 2**63 - 1
+
+
 def read_tokens(path: Path) -> list[int]:
     """Speech tokens from a .npy array or a text file of integers (whitespace/comma separated)."""
     import numpy as np
@@ -40,52 +42,80 @@ def read_tokens(path: Path) -> list[int]:
     if path.suffix == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except Exception as e:
-            raise ToolError(path, f"cannot be read as .npy ({e})") from None
+        except Exception as e:  # truncated, zero-byte (EOFError), not .npy, object arrays
+            raise ToolError(
+                path, f"cannot be read as .npy ({type(e).__name__}: {e})", "an integer .npy array"
+            ) from None
         if not np.issubdtype(arr.dtype, np.integer):
             raise ToolError(path, f"holds {arr.dtype} values", "integer speech token ids")
-        return [int(t) for t in arr.reshape(-1)]
-    text = read_text_file(path).replace(",", " ")
+        tokens = [int(t) for t in arr.reshape(-1)]
+    else:
+        text = read_text_file(path).replace(",", " ")
+        try:
+            tokens = [int(t) for t in text.split()]
+        except ValueError as e:
+            raise ToolError(path, f"holds a non-integer ({e})", "integer speech token ids") from None
+    huge = [t for t in tokens if not -INT64_MAX - 1 <= t <= INT64_MAX]
+    if huge:
+        raise ToolError(path, f"holds {len(huge)} id(s) outside the 64-bit range, e.g. {huge[0]}", "speech token ids")
+    return tokens
+
+
+def check_utf8(value: str, option: str) -> str:
+    """Command-line text arrives as str with surrogate escapes where its bytes were not UTF-8."""
     try:
-        return [int(t) for t in text.split()]
-    except ValueError as e:
-        raise ToolError(path, f"holds a non-integer ({e})", "integer speech token ids") from None
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = value[e.start].encode("utf-8", "surrogateescape")
+        raise ToolError(
+            option, f"is not valid UTF-8 (character {e.start}: byte 0x{bad[0]:02x})", "UTF-8 text (or --text-file FILE)"
+        ) from None
+    return value
 
 
 class PcmSink:
-    """WAV file (PCM_16 mono at the pack rate) or raw PCM16LE on stdout ('-'); written chunk by chunk."""
+    """A WAV file (PCM16LE mono at the pack rate) or raw PCM16LE on stdout ('-'), written chunk by chunk under the
+    output rules of specs/outputs.py: a regular file through a .part file renamed when complete (its WAV sizes
+    filled in then), a FIFO or character device streamed in place (a streaming WAV header with unknown sizes)."""
 
-    def __init__(self, out: Path, sample_rate: int):
-        self.raw = str(out) == "-"
-        if self.raw:
-            self.f: Any = sys.stdout.buffer  # or a soundfile.SoundFile
-        else:
-            import soundfile as sf
+    def __init__(self, target: OutputTarget, sample_rate: int):
+        self.target = target
+        self.out = OutputFile(target)
+        self.sample_rate = sample_rate
+        self.samples = 0
 
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = out.with_name(f".{out.name}.part")
-            self.out = out
-            self.f = sf.SoundFile(
-                str(self.tmp), "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV"
-            )
+    def __enter__(self) -> PcmSink:
+        self.out.__enter__()
+        if self.target.kind != "stdout":
+            self.out.write(wav_header(self.sample_rate, None))
+        return self
 
     def write(self, pcm: bytes) -> None:
-        if self.raw:
-            self.f.write(pcm)
-            self.f.flush()
-        else:
-            import numpy as np
-
-            self.f.write(np.frombuffer(pcm, "<i2"))  # int16 into a PCM_16 file: written as is
+        self.out.write(pcm)
+        self.samples += len(pcm) // 2
 
     def close(self, ok: bool) -> None:
-        if self.raw:
-            return
-        self.f.close()
         if ok:
-            self.tmp.replace(self.out)  # no half-written WAV under the final name
-        else:
-            self.tmp.unlink(missing_ok=True)
+            if self.target.kind == "file":
+                self.out.rewrite_at(0, wav_header(self.sample_rate, self.samples))
+            self.out.commit()
+        self.out.__exit__(None if ok else RuntimeError, None, None)
+
+
+def wav_header(sample_rate: int, samples: int | None) -> bytes:
+    """44-byte RIFF/WAVE header, PCM 16-bit mono; unknown length (a stream) as 0xFFFFFFFF, as ffmpeg writes it."""
+    import struct
+
+    data = 0xFFFFFFFF if samples is None else 2 * samples
+    riff = 0xFFFFFFFF if samples is None else 36 + data
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, 2 * sample_rate, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
 
 
 def _one_of(*choices: str):
@@ -144,10 +174,25 @@ def run(
         "version or graph) are refused; plans are never built at run time.",
     ),
     llm_graph: str = typer.Option("llm", "--llm-graph", help="LLM graph of the pack, e.g. llm or llm.int8."),
-    threads: int = typer.Option(0, "--threads", min=0, help="ONNX Runtime intra-op threads (0: ORT default)."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="ONNX Runtime intra-op threads (default: ONNX Runtime's choice)."
+    ),
     max_chars: int = typer.Option(10_000, "--max-chars", min=1, help="Refuse longer texts (split documents instead)."),
     chunk_log: Path | None = typer.Option(
         None, "--chunk-log", help="Write one JSON line per output chunk (offsets, sizes, sha256)."
+    ),
+    resampler: str = typer.Option(
+        "sinc",
+        "--resampler",
+        callback=_one_of("sinc", "soxr"),
+        help="Prompt resampler: sinc (upstream's torchaudio kernel, exact features) or soxr. Output audio is "
+        "never resampled.",
+    ),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help="Check every pack file against the manifest's sha256 before loading (verdicts are cached per file "
+        "identity, so reloads are fast). --no-verify is for development only and is logged.",
     ),
 ):
     """Synthesize speech with a pack on ONNX Runtime (CPU or CUDA), or on its TensorRT plans.
@@ -167,21 +212,35 @@ def run(
         raise typer.BadParameter(
             "given without --prompt-wav (it is the transcript of a prompt WAV)", param_hint="--prompt-text"
         )
+    # Every output is checked before any work (specs/outputs.py): a directory, an unwritable place, a socket
+    # is refused now, not after synthesis.
+    target = check_output(out, "--out", allow_stdout=True)
+    log_target = check_output(chunk_log, "--chunk-log") if chunk_log is not None else None
+    if target.followed_link:
+        log(f"--out {out} is a symbolic link: writing to {target.real}")
+    if text is not None:
+        text = check_utf8(text, "--text")
+    if prompt_text is not None:
+        prompt_text = check_utf8(prompt_text, "--prompt-text")
     if text_file is not None:
         text = read_text_file(text_file)
     token_ids = read_tokens(tokens) if tokens is not None else None
 
     t_load = time.perf_counter()
+    if not verify:
+        log("WARNING | --no-verify: pack files are NOT checked against the manifest (development only)")
     engine = PackEngine.get(
         pack,
         device=device,
         llm_graph=llm_graph,
-        threads=threads or None,
+        threads=threads,
         trt=trt,
         trt_chunk="stream" if stream else "offline",
+        verify=verify,
     )
     prompt = None
     if prompt_wav is not None:
+        engine.prompt_frontend.resampler = resampler
         inputs = engine.prompt_frontend.zero_shot(prompt_wav, prompt_text or "")
         prompt = Prompt.from_inputs(inputs, cross_lingual=prompt_text is None)
     session = TtsSession(engine, prompt=prompt, seed=seed, stream=stream, max_chars=max_chars)
@@ -192,11 +251,14 @@ def run(
     )
     log(f"loaded {pack} in {time.perf_counter() - t_load:.2f} s on {backend}; {engine.describe_schedule()}")
 
-    sink = PcmSink(out, engine.sample_rate)
-    logf = open(chunk_log, "w") if chunk_log else None
+    sink = PcmSink(target, engine.sample_rate)
+    logf = OutputFile(log_target) if log_target else None
     ok = False
     n_chunks = n_samples = 0
     try:
+        sink.__enter__()
+        if logf:
+            logf.__enter__()
         if token_ids is not None:
             session.push_tokens(token_ids)
         elif bistream:
@@ -213,7 +275,9 @@ def run(
     finally:
         sink.close(ok)
         if logf:
-            logf.close()
+            if ok:
+                logf.commit()
+            logf.__exit__(None if ok else RuntimeError, None, None)
     wall = time.perf_counter() - session.t_start if session.t_start else 0.0
     seconds = n_samples / engine.sample_rate
     ttfa = session.ttfa
@@ -234,7 +298,7 @@ def _pieces(text: str):
 def _emit(chunk, sink, logf, n_chunks, n_samples):
     sink.write(chunk.pcm)
     if logf:
-        logf.write(json.dumps(chunk.meta()) + "\n")
+        logf.write((json.dumps(chunk.meta()) + "\n").encode())
     return n_chunks + 1, n_samples + chunk.n_samples
 
 

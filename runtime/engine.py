@@ -13,8 +13,9 @@ from pathlib import Path
 from backends.ort import OrtRunner
 from runtime.flow_stage import ENCODER, ESTIMATOR, FlowStage
 from runtime.vocoder import GRAPH as HIFT
+from specs.chunk_policy import check_policy_facts
 from specs.errors import ToolError
-from specs.pack import Pack
+from specs.pack import Pack, VerifiedFiles
 
 TOKEN2WAV_GRAPHS = (ENCODER, ESTIMATOR, HIFT)
 
@@ -31,11 +32,17 @@ class PackEngine:
         threads: int | None = None,
         trt: str = "auto",
         trt_chunk: str = "stream",
+        verify: bool = True,
     ):
         """`trt`: 'off', a plan precision ('fp16'/'fp32'), or 'auto' (on a CUDA device, the pack's fp16 plans,
         else its fp32 ones; none on CPU). Graphs with a matching plan for `trt_chunk` ('stream'/'offline') run
-        on TensorRT, the others on ONNX Runtime."""
+        on TensorRT, the others on ONNX Runtime. `verify`: every file the manifest lists is checked against its
+        sha256 before anything is loaded (verdicts cached per file identity, specs.pack.VerifiedFiles); False is
+        the development opt-out (tts-run --no-verify, logged)."""
         self.pack = pack
+        self.verified = verify
+        if verify:
+            pack.verify(cache=VerifiedFiles())
         self.device = device
         self.trt = resolve_trt(pack, device, trt)
         self.trt_chunk = trt_chunk
@@ -48,6 +55,8 @@ class PackEngine:
             )
         self.sample_rate = pack.chunk_policy.sample_rate
         self.chunk_policy = pack.chunk_policy
+        for g in TOKEN2WAV_GRAPHS:  # graph facts that repeat the policy (rates, caches) must agree with it
+            check_policy_facts(pack.chunk_policy, pack.graph(g).spec())
         self.threads = threads
         self.plans_used: list[str] = []
         self.flow = FlowStage(
@@ -68,8 +77,9 @@ class PackEngine:
         threads: int | None = None,
         trt: str = "auto",
         trt_chunk: str = "stream",
+        verify: bool = True,
     ) -> PackEngine:
-        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk)
+        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk, verify)
         with _LOCK:
             if key not in _ENGINES:
                 _ENGINES[key] = cls(
@@ -79,6 +89,7 @@ class PackEngine:
                     threads=threads,
                     trt=trt,
                     trt_chunk=trt_chunk,
+                    verify=verify,
                 )
             return _ENGINES[key]
 

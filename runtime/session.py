@@ -27,9 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.engine import PackEngine
+from runtime.frontend.normalize import has_nothing_to_say
 from runtime.vocoder import VocoderStage
 from specs.errors import ToolError
 
+NOTHING_TO_SAY = "has nothing to say (no letters or digits)"
 _WAIT = object()  # internal: the producer needs more text
 
 
@@ -115,6 +117,7 @@ class TtsSession:
         self._texts: deque[str] = deque()
         self._chars = 0
         self._closed = False
+        self._speakable = False  # push_text mode: some piece had a letter or digit
         self._producer: Iterator | None = None
         self._pending: np.ndarray = np.zeros(0, np.int16)  # produced samples not yet returned as a chunk
         self._pending_meta: deque[tuple[int, int, int]] = deque()  # (start sample, segment, token offset)
@@ -143,6 +146,7 @@ class TtsSession:
         self._set_mode("bistream")
         self._check_text(text, allow_empty=True)
         self._texts.append(text)
+        self._speakable = self._speakable or not has_nothing_to_say(text)
 
     def synthesize(self, text: str) -> None:
         """The whole text at once: normalised and split into sentences, each synthesized independently."""
@@ -154,7 +158,10 @@ class TtsSession:
     def push_tokens(self, tokens: Sequence[int] | np.ndarray) -> None:
         """Speech tokens in, audio out (flow + vocoder only)."""
         self._set_mode("tokens")
-        tokens = np.asarray(tokens, np.int64).reshape(-1)
+        try:
+            tokens = np.asarray(tokens, np.int64).reshape(-1)
+        except (OverflowError, ValueError, TypeError) as e:
+            raise ToolError("speech tokens", f"are not 64-bit integers ({e})", "integer speech token ids") from None
         vocab = int(self.engine.pack.config["flow"]["vocab_size"])
         if tokens.size == 0:
             raise ToolError("speech tokens", "are empty", "at least one token")
@@ -167,13 +174,16 @@ class TtsSession:
         self.flush()
 
     def flush(self) -> None:
+        if self._mode == "bistream" and not self._closed and not self._speakable:
+            raise ToolError("text", NOTHING_TO_SAY, "words or characters to synthesize")
         self._closed = True
 
     def _check_text(self, text: str, allow_empty: bool = False) -> None:
         if not isinstance(text, str):
             raise ToolError("text", f"is a {type(text).__name__}", "a str")
-        if not allow_empty and not text.strip():
-            raise ToolError("text", "is empty", "some words to say")
+        if not allow_empty and has_nothing_to_say(text):
+            # empty, whitespace-, punctuation-, emoji- or control-character-only: refused alike, before any work
+            raise ToolError("text", NOTHING_TO_SAY, "words or characters to synthesize")
         total = self._chars + len(text)
         if total > self.max_chars:
             raise ToolError(
@@ -255,11 +265,7 @@ class TtsSession:
         text = "".join(self._texts)
         segments = normalize_text(text, e.tokenizer.encode, split=True)
         if not segments:
-            raise ToolError(
-                "text",
-                "has nothing to say after normalisation (only punctuation?)",
-                "words or characters to synthesize",
-            )
+            raise ToolError("text", f"{NOTHING_TO_SAY} after normalisation", "words or characters to synthesize")
         p = self.prompt
         from runtime.sampling import RasSampler
 

@@ -5,6 +5,18 @@ index of the largest error, the smallest tolerance that would have passed, NaN/I
 one verdict grammar:
 
     PASSED | hift/first_chunk/audio | max_abs=2.1e-06 (atol 1e-05, rtol 0) at [0, 23999] | required atol=2.1e-06
+
+Check kinds (specs/tolerance.py): "elementwise" (|a-e| <= atol + rtol*|e|), "exact", and "phase_drift" for
+outputs driven by an integrated phase, whose allowed error grows along the time axis:
+
+    |a-e|[..., n] <= atol + rtol*|e| + drift * n * slope_e(n),   slope_e(n) = max |e[m+1] - e[m]|, |m - n| <= W
+
+with n the index on the last axis (0 at the call's first sample) and W = DRIFT_WINDOW. A relative error
+`drift` of the frequency that a phase integrates changes the phase of every component by at most drift x its
+own phase, which for a component of frequency F at sample n (phase 2*pi*F*n/sr) is the phase of a delay of
+drift * n samples, the same for every component: the signal is delayed by <= drift * n samples, and a delay of
+d samples moves a sample by at most d times the signal's local step. The bound is atol at the call's start and
+rises only as fast as the phase can drift, so a constant offset, a one-sample shift or a wrong gain still fail.
 """
 
 from __future__ import annotations
@@ -17,6 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from specs.io_spec import Tolerance
+
+# phase_drift: half-width (samples) of the window over which the reference's one-sample step is maximised. A
+# drifted sample a[n] = e(n - d) lies between e's samples around n - d, |d| << 1 at these bounds; the window
+# also covers a step that vanishes at an extremum of e while its neighbours do not.
+DRIFT_WINDOW = 4
 
 
 @dataclass
@@ -35,6 +52,8 @@ class Comparison:
     mismatches: int = 0  # elements outside tolerance (or unequal, for exact)
     size: int = 0
     problem: str = ""  # shape/dtype/NaN problems, empty when the values were compared
+    drift: float = 0.0  # phase_drift: the tolerance's drift (0 for the other checks)
+    bound_use: float = 0.0  # max over elements of |a-e| / allowed error (passes iff <= 1; not for exact)
 
     def line(self) -> str:
         verdict = "PASSED" if self.passed else "FAILED"
@@ -46,8 +65,9 @@ class Comparison:
                 + (f", first at {self.at_index}" if self.mismatches else "")
                 + " (exact)"
             )
+        drift = f", drift {self.drift:g}/sample, bound use {self.bound_use:.2f}" if self.check == "phase_drift" else ""
         return (
-            f"{verdict} | {self.label} | max_abs={self.max_abs:.2e} (atol {self.atol:g}, rtol {self.rtol:g}) "
+            f"{verdict} | {self.label} | max_abs={self.max_abs:.2e} (atol {self.atol:g}, rtol {self.rtol:g}{drift}) "
             f"at {self.at_index} | max_rel={self.max_rel:.2e} | required atol={self.required_atol:.2e}"
         )
 
@@ -56,7 +76,15 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance, label: str
     """Compare one output against its expected value under `tol`."""
     actual = np.asarray(actual)
     expected = np.asarray(expected)
-    c = Comparison(label=label, passed=False, check=tol.check, atol=tol.atol, rtol=tol.rtol, size=int(expected.size))
+    c = Comparison(
+        label=label,
+        passed=False,
+        check=tol.check,
+        atol=tol.atol,
+        rtol=tol.rtol,
+        size=int(expected.size),
+        drift=tol.drift if tol.check == "phase_drift" else 0.0,
+    )
     if actual.shape != expected.shape:
         c.problem = f"shape {list(actual.shape)} differs from expected {list(expected.shape)}"
         return c
@@ -89,10 +117,27 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance, label: str
     c.max_rel = float(np.max(absdiff / np.maximum(np.abs(e), 1e-12)))
     c.expected_absmax = float(np.abs(e).max())
     over = absdiff - tol.rtol * np.abs(e)
+    if c.check == "phase_drift":
+        over = over - c.drift * drift_envelope(e)
     c.required_atol = float(max(over.max(), 0.0))
     c.mismatches = int((over > tol.atol).sum())
+    c.bound_use = float(np.max(absdiff / np.maximum(absdiff - over + tol.atol, 1e-30)))
     c.passed = c.mismatches == 0
     return c
+
+
+def drift_envelope(expected: np.ndarray, window: int = DRIFT_WINDOW) -> np.ndarray:
+    """n * slope_e(n) along the last axis: the most a delay of n * 1 samples can move e[..., n] (see the module
+    doc), with slope_e(n) the largest |e[m+1] - e[m]| for |m - n| <= window (edges: the window is clipped)."""
+    e = np.asarray(expected, np.float64)
+    if e.ndim == 0 or e.shape[-1] < 2:
+        return np.zeros_like(e)
+    step = np.abs(np.diff(e, axis=-1))
+    step = np.concatenate([step, step[..., -1:]], axis=-1)  # step[n] = |e[n+1] - e[n]|, last repeated
+    pad = [(0, 0)] * (e.ndim - 1) + [(window, window)]
+    padded = np.pad(step, pad, mode="edge")
+    slope = np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1, axis=-1).max(axis=-1)
+    return slope * np.arange(e.shape[-1], dtype=np.float64)
 
 
 @dataclass

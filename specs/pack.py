@@ -31,9 +31,23 @@ from specs import FORMAT_VERSION
 from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
 from specs.io_spec import GraphSpec
+from specs.outputs import make_parents, remove_dirs
 from specs.schema import read_json, validate_json
 
 MANIFEST = "manifest.json"
+DIGEST_FIELD = "manifest_sha256"
+
+
+def manifest_digest(manifest: Mapping) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field: the manifest checks itself."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_FIELD}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """The manifest with its digest, as JSON (the caller renames it into place)."""
+    manifest[DIGEST_FIELD] = manifest_digest(manifest)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -138,7 +152,18 @@ class Pack:
     def __init__(self, root: Path, manifest: dict):
         self.root = root
         self.manifest = manifest
-        self.chunk_policy = ChunkPolicy.from_manifest(manifest["audio"], str(root / MANIFEST))
+        where = str(root / MANIFEST)
+        self.chunk_policy = ChunkPolicy.from_manifest(manifest["audio"], where)
+        config_rate = manifest["model"]["config"].get("sample_rate")
+        if config_rate is not None and config_rate != self.chunk_policy.sample_rate:
+            raise ToolError(
+                where,
+                f"audio.sample_rate is {self.chunk_policy.sample_rate} but the model's is "
+                f"{config_rate} (model.config.sample_rate)",
+                "a pack written by tts-export; re-export it",
+            )
+        for what, path, _ in self.files():
+            self._inside(path, what)
 
     @classmethod
     def open(cls, root: str | Path) -> Pack:
@@ -149,7 +174,25 @@ class Pack:
         manifest = read_json(mpath, "manifest", "a pack directory written by tts-export")
         check_format_version(manifest, str(mpath))
         validate_json(manifest, "manifest", str(mpath))
+        if manifest.get(DIGEST_FIELD) != manifest_digest(manifest):
+            raise ToolError(
+                mpath,
+                f"its {DIGEST_FIELD} does not match its content",
+                "the manifest was edited after export; re-export the pack (a pack whose files do not "
+                "match its manifest never runs)",
+            )
         return cls(root, manifest)
+
+    def _inside(self, path: Path, what: str) -> None:
+        """Manifest paths stay inside the pack: no absolute paths, no '..', no links out."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(path)
+        if os.path.commonpath([root, real]) != root:
+            raise ToolError(
+                self.root / MANIFEST,
+                f"{what} points outside the pack ({path})",
+                "every file a manifest lists lies inside the pack directory",
+            )
 
     @property
     def family(self) -> str:
@@ -190,6 +233,12 @@ class Pack:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:
             raise ToolError(path, "data file listed in the manifest is missing") from None
+        except (OSError, ValueError, EOFError) as e:  # truncated, zero-byte, not .npy
+            raise ToolError(
+                path,
+                f"data file cannot be read as .npy ({type(e).__name__}: {e})",
+                "the file written by tts-export; re-export the pack",
+            ) from None
         if list(arr.shape) != rec["shape"] or str(arr.dtype) != rec["dtype"]:
             raise ToolError(
                 path,
@@ -214,20 +263,109 @@ class Pack:
             yield f"plan {name}", self.root / p["file"], p["sha256"]
             yield f"plan {name} metadata", self.root / p["meta"], p["meta_sha256"]
 
-    def verify(self, only: set[str] | None = None) -> None:
-        """Check every file's sha256 against the manifest (optionally only for some graphs)."""
+    def verify(self, only: set[str] | None = None, cache: VerifiedFiles | None = None) -> int:
+        """Check every file's sha256 against the manifest (optionally only for some graphs); with `cache`, a file
+        whose identity (device, inode, size, mtime, ctime) matches an earlier verdict is not hashed again.
+        Returns the number of files hashed."""
+        hashed = 0
         for what, path, want in self.files():
             if only is not None and not any(what.startswith(f"graph {g}") for g in only):
                 continue
-            if not path.exists():
+            if not path.is_file():
                 raise ToolError(path, f"{what} is missing", "every file listed in manifest.json is in the pack")
+            if cache is not None and cache.known(path, want):
+                continue
             got = sha256_file(path)
+            hashed += 1
+            if got == want and cache is not None:
+                cache.remember(path, got)
             if got != want:
                 raise ToolError(
                     path,
                     f"{what} has sha256 {got[:16]}…, the manifest says {want[:16]}…",
                     "the file was modified or corrupted after export; re-export the pack",
                 )
+        if cache is not None:
+            cache.save()
+        return hashed
+
+
+class VerifiedFiles:
+    """Verdicts of earlier hash checks, keyed by file identity, in a small JSON file outside every pack
+    ($TTS_VERIFY_CACHE, default ~/.cache/cosyvoice-pack/verified.json). Any write to a file changes its ctime
+    (which no user can set back), so a modified file is always hashed again."""
+
+    def __init__(self, path: str | Path | None = None):
+        default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cosyvoice-pack" / "verified.json"
+        self.path = Path(path or os.environ.get("TTS_VERIFY_CACHE") or default)
+        try:
+            self.entries: dict[str, dict] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self._dirty = False
+
+    @staticmethod
+    def identity(path: Path) -> dict:
+        st = os.stat(path)
+        return {
+            "dev": st.st_dev,
+            "ino": st.st_ino,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns,
+        }
+
+    def known(self, path: Path, sha256: str) -> bool:
+        entry = self.entries.get(os.path.realpath(path))
+        return entry is not None and entry.get("sha256") == sha256 and entry.get("id") == self.identity(path)
+
+    def remember(self, path: Path, sha256: str) -> None:
+        self.entries[os.path.realpath(path)] = {"sha256": sha256, "id": self.identity(path)}
+        self._dirty = True
+
+    def save(self) -> None:
+        """Best effort (a read-only home only costs re-hashing next time); written atomically."""
+        if not self._dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.part")
+            tmp.write_text(json.dumps(self.entries))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+        self._dirty = False
+
+
+def check_pack_destination(dest: str | Path, overwrite: bool = False) -> Path:
+    """Where a pack may be written: a new path, or (with overwrite) an existing pack; never through a link, never
+    over anything else; the nearest existing parent must be writable. Called before any work."""
+    dest = Path(dest).absolute()
+    if dest.is_symlink():
+        raise ToolError(dest, "is a symbolic link; refusing to write a pack through it", "the pack's real path")
+    if dest.exists() and not overwrite:
+        raise ToolError(dest, "already exists", "choose a new --out directory or pass --overwrite")
+    if dest.exists() and not (dest.is_dir() and (dest / MANIFEST).is_file()):
+        raise ToolError(dest, "exists and is not a pack; refusing to replace it", "choose a new --out directory")
+    check_new_directory_parent(dest, "--out")
+    return dest
+
+
+def check_new_directory_parent(path: Path, what: str) -> None:
+    """The nearest existing parent of `path` is a directory we can create entries in. Probed by creating (and
+    removing) an empty directory there: permission bits say nothing to root, nor about read-only mounts or /proc."""
+    path = path.absolute()
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ToolError(parent, f"is not a directory (in the path of {what})", "a path below a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tts-probe-", dir=parent))
+    except OSError as e:
+        raise ToolError(
+            path, f"cannot be created: {parent} is not writable ({e.strerror})", f"a writable location for {what}"
+        ) from None
 
 
 # ---- writing -----------------------------------------------------------------------------------------------
@@ -239,16 +377,16 @@ class PackWriter:
     """
 
     def __init__(self, dest: str | Path, overwrite: bool = False):
-        self.dest = Path(dest).absolute()
-        if self.dest.exists() and not overwrite:
-            raise ToolError(self.dest, "already exists", "choose a new --out directory or pass --overwrite")
-        if self.dest.exists() and not (self.dest / MANIFEST).exists():
-            raise ToolError(
-                self.dest, "exists and is not a pack; refusing to replace it", "choose a new --out directory"
-            )
+        self.dest = check_pack_destination(dest, overwrite)
         self.overwrite = overwrite
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        self.created_dirs = make_parents(self.dest.parent)  # removed again if the export fails
+        try:
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        except OSError as e:
+            remove_dirs(self.created_dirs)
+            raise ToolError(
+                self.dest.parent, f"cannot write the pack here ({e.strerror})", "a writable location for --out"
+            ) from None
         self.manifest: dict = {"format_version": FORMAT_VERSION, "graphs": {}, "data": {}}
         self._done = False
 
@@ -258,6 +396,7 @@ class PackWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or not self._done:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_dirs(self.created_dirs)
 
     def path(self, rel: str) -> Path:
         p = self.tmp / rel
@@ -307,8 +446,9 @@ class PackWriter:
 
     def commit(self, manifest_fields: Mapping) -> Path:
         self.manifest.update(manifest_fields)
+        self.manifest[DIGEST_FIELD] = manifest_digest(self.manifest)
         validate_json(self.manifest, "manifest", "manifest being written")
-        (self.tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2) + "\n")
+        write_manifest(self.tmp / MANIFEST, self.manifest)
         os.chmod(self.tmp, 0o755)
         if self.dest.exists():
             old = self.dest.with_name(f".{self.dest.name}.old-{os.getpid()}")

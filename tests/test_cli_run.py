@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from specs.pack import write_manifest
+
 BIN = Path(sys.executable).parent
 
 
@@ -97,7 +99,7 @@ def test_usage_errors_exit_2(tmp_path, args, expect):
 @pytest.mark.parametrize(
     "case, expect",
     [
-        ("empty_text", "text | is empty"),
+        ("empty_text", "text | has nothing to say"),
         ("long_text", "text | is 100000 characters"),
         ("bad_utf8", "is not valid UTF-8 (byte 3: 0xff)"),
         ("stereo_8bit", "8-bit"),
@@ -141,7 +143,7 @@ def test_pack_missing_a_graph(tiny_pack, tmp_path):
     shutil.copytree(tiny_pack, pack)
     m = json.loads((pack / "manifest.json").read_text())
     del m["graphs"]["hift"]
-    (pack / "manifest.json").write_text(json.dumps(m))
+    write_manifest(pack / "manifest.json", m)
     rc, _, err = cli("tts-run", "--pack", pack, "--text", "Hello.", "--out", tmp_path / "o.wav")
     assert rc == 1 and "pack has no graph hift" in one_error(err)
 

@@ -47,8 +47,8 @@ def test_resample_length_is_upstreams(source, target, n):
 
 @needs_shared_data
 @pytest.mark.oracle
-def test_resampler_difference_to_torchaudio_is_bounded():
-    """soxr vs upstream's torchaudio sinc resampler: measured, not equal (they differ near the new Nyquist).
+def test_soxr_option_difference_to_torchaudio_is_bounded():
+    """The soxr option vs upstream's torchaudio sinc resampler: measured, not equal (they differ near the new Nyquist).
 
     Measured (zero_shot 24k->16k / cross_lingual 22.05k->16k): waveform SNR 47.4 / 37.5 dB; whisper log-mel
     max abs 0.004 / 0.009 in bins 0-99 (below ~4 kHz) but 0.47 / 0.59 in bins 120-127 (7.3-8 kHz: soxr is
@@ -62,7 +62,7 @@ def test_resampler_difference_to_torchaudio_is_bounded():
 
     for path, snr_min, low_bins_max in ((ZERO_SHOT_WAV, 44.0, 0.01), (CROSS_LINGUAL_WAV, 34.0, 0.02)):
         ref = load_wav(str(path), 16000).numpy()[0]
-        ours = load_prompt_wav(path).at(16000)
+        ours = load_prompt_wav(path).at(16000, "soxr")
         assert len(ours) == len(ref)
         snr = 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ours - ref).astype(np.float64) ** 2))
         assert snr > snr_min, f"{path.name}: SNR {snr:.1f} dB"
@@ -159,3 +159,45 @@ def test_non_finite_samples(tmp_path):
     sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
     with pytest.raises(ToolError, match="contains NaN or infinite samples"):
         load_prompt_wav(tmp_path / "nan.wav")
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("source", [22050, 24000, 44100, 48000])
+@pytest.mark.parametrize("target", [16000, 22050, 24000])
+def test_default_resampler_is_torchaudios_kernel(source, target):
+    """The default resampler is torchaudio 2.3.1's Resample (upstream's load_wav): the kernel equal bit for bit, the
+    output of a chirp sweeping to the new Nyquist within float32 accumulation order (measured <= 1.5e-7)."""
+    import torch
+    import torchaudio
+
+    from runtime.frontend.resample import resample_sinc, sinc_hann_kernel
+
+    if source == target:
+        pytest.skip("no resampling")
+    ref = torchaudio.transforms.Resample(source, target)
+    g = math.gcd(source, target)
+    kernel, width = sinc_hann_kernel(source // g, target // g)
+    assert width == ref.width and np.array_equal(kernel, ref.kernel[:, 0].numpy())
+    t = np.arange(source * 2 + 7) / source
+    chirp = (0.5 * np.sin(2 * np.pi * (50 * t + target / 4 * t * t))).astype(np.float32)
+    want = ref(torch.from_numpy(chirp)[None])[0].numpy()
+    got = resample_sinc(chirp, source, target)
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-6
+
+
+@needs_shared_data
+@pytest.mark.oracle
+def test_default_prompt_features_equal_upstreams():
+    """On the shipped prompts (24 kHz and 22.05 kHz), the 16 kHz kaldi fbank (campplus input) and whisper log-mel
+    (speech tokenizer input) equal upstream's load_wav + torchaudio features within float error (soxr: up to
+    3.3 and 0.59 apart in the top bins)."""
+    from cosyvoice.utils.file_utils import load_wav
+
+    from runtime.frontend.features import campplus_fbank, whisper_log_mel
+
+    for path in (ZERO_SHOT_WAV, CROSS_LINGUAL_WAV):
+        ref = load_wav(str(path), 16000).numpy()[0]
+        ours = load_prompt_wav(path).at(16000)
+        assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-6, path.name
+        assert np.abs(campplus_fbank(ours) - campplus_fbank(ref)).max() < 1e-3, path.name
+        assert np.abs(whisper_log_mel(ours) - whisper_log_mel(ref)).max() < 1e-4, path.name

@@ -172,14 +172,14 @@ def test_from_pack_and_one_session_per_model(small_pack):
 
 def test_tokenizer_from_pack_without_merges(small_pack, tmp_path):
     """A pack whose manifest lists no merges.txt: merges are recovered from vocab.json, same ids."""
-    from specs.pack import Pack
+    from specs.pack import Pack, write_manifest
 
     full = TextTokenizer.from_pack(Pack.open(small_pack))
     pack_dir = tmp_path / "pack"
     shutil.copytree(small_pack, pack_dir)
     manifest = json.loads((pack_dir / "manifest.json").read_text())
     del manifest["frontend"]["tokenizer_merges"]
-    (pack_dir / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(pack_dir / "manifest.json", manifest)
     (pack_dir / "frontend" / "merges.txt").unlink()
     derived = TextTokenizer.from_pack(Pack.open(pack_dir))
     text = "You are a helpful assistant.<|endofprompt|>希望你以后能够做的比我还好呦。 Numbers 2024, emoji 😀."

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from runtime.frontend.normalize import is_only_punctuation, normalize_text, split_paragraph
+from runtime.frontend.normalize import has_nothing_to_say, is_only_punctuation, normalize_text, split_paragraph
 from runtime.frontend.number_words import digits_to_words, spell_out_numbers
 from runtime.frontend.text import (
     COSYVOICE2_SPECIAL_TOKENS,
@@ -237,6 +237,13 @@ def test_is_only_punctuation_equal_upstream():
 
     for text in ["", "...", "。！？", "+-=", "a.", "中。", "€$", "“”", " ", "!\n", "…—", "😀", "1."]:
         assert is_only_punctuation(text) == up(text), repr(text)
+
+
+def test_has_nothing_to_say_covers_what_upstream_would_synthesize_as_noise():
+    for text in ["", " \t\n", "\x00\x00", "\x01\x7f", "\u200b", "...", "😀", "\u0301"]:
+        assert has_nothing_to_say(text), repr(text)
+    for text in ["a", "中", "3", "٣", "\x00a", " x "]:
+        assert not has_nothing_to_say(text), repr(text)
 
 
 def test_number_words_equal_inflect():

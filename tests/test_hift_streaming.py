@@ -25,7 +25,7 @@ from exporters.oracles.hift import (
     pinned_f0,
 )
 from specs.errors import ToolError
-from specs.pack import Pack
+from specs.pack import Pack, write_manifest
 
 SEED = 7
 TOTAL_TOKENS = 194  # hops 25, 50, 100, then a final 19
@@ -170,7 +170,7 @@ def test_inconsistent_pack_constants_are_rejected(hift_pack, tmp_path):
         shutil.copytree(hift_pack, copy)
         manifest = json.loads((copy / "manifest.json").read_text())
         manifest["audio"]["chunk_policy"].update(change)
-        (copy / "manifest.json").write_text(json.dumps(manifest))
+        write_manifest(copy / "manifest.json", manifest)
         with pytest.raises(ToolError, match=message):
             Pack.open(copy)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from specs.errors import ToolError
-from specs.pack import Pack, PackWriter, load_vectors, save_vectors
+from specs.pack import Pack, PackWriter, load_vectors, save_vectors, write_manifest
 from tests.support.specs import make_spec
 from tests.support.trt_fakes import CHUNK_POLICY
 
@@ -73,7 +73,7 @@ def test_invalid_manifest_names_field(tmp_path):
     root = write_toy_pack(tmp_path / "pack")
     m = json.loads((root / "manifest.json").read_text())
     m["audio"]["encoding"] = "float32"
-    (root / "manifest.json").write_text(json.dumps(m))
+    write_manifest(root / "manifest.json", m)
     with pytest.raises(ToolError, match="field audio/encoding"):
         Pack.open(root)
 
@@ -91,7 +91,7 @@ def test_pack_of_an_older_format_is_refused_with_re_export(tmp_path):
     root = write_toy_pack(tmp_path / "pack")
     manifest = json.loads((root / "manifest.json").read_text())
     manifest["format_version"] = 1
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(root / "manifest.json", manifest)
     with pytest.raises(ToolError, match="format_version is 1, this tool reads format 2.*re-export"):
         Pack.open(root)
 

@@ -142,9 +142,9 @@ def test_tokens_only_path_needs_no_llm(engine):
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda s: s.synthesize("   "), "text | is empty"),
+        (lambda s: s.synthesize("   "), "text | has nothing to say"),
         (lambda s: s.synthesize("x" * 20_001), "text | is 20001 characters"),
-        (lambda s: s.synthesize("?!..."), "nothing to say after normalisation"),
+        (lambda s: s.synthesize("?!..."), "text | has nothing to say"),
         (lambda s: s.push_tokens([1, 2, 7000]), "out of range, e.g. 7000"),
         (lambda s: s.push_tokens([]), "speech tokens | are empty"),
     ],

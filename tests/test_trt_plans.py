@@ -10,7 +10,7 @@ import pytest
 
 from backends.trt_plan import check_plan, find_plan, open_plan, plan_mismatches, read_plan, select_profile
 from specs.errors import ToolError
-from specs.pack import MANIFEST, Pack
+from specs.pack import MANIFEST, Pack, write_manifest
 from tests.support.trt_fakes import commit_fake_plan, fake_host, make_fake_pack
 from trt.plan_store import commit_plan
 from trt.plans import plan_engines
@@ -46,7 +46,7 @@ def test_unknown_graph_and_variant_refused(pack_dir):
         plan_engines(pack, ["hift"])
     manifest = json.loads((pack_dir / MANIFEST).read_text())
     manifest["graphs"]["toy.fp16"] = {**manifest["graphs"]["toy"], "precision": "fp16", "variant_of": "toy"}
-    (pack_dir / MANIFEST).write_text(json.dumps(manifest))
+    write_manifest(pack_dir / "manifest.json", manifest)
     pack = Pack.open(pack_dir)
     assert [e.graph for e in plan_engines(pack).engines] == ["toy"]  # variants are not sources
     with pytest.raises(ToolError, match="built from the fp32 graph: --graphs toy --precision fp16"):
@@ -143,7 +143,7 @@ def test_stale_source_graph_refused(pack_dir):
     from specs.pack import sha256_file
 
     manifest["graphs"]["toy"]["sha256"] = sha256_file(pack_dir / "toy.onnx")
-    (pack_dir / MANIFEST).write_text(json.dumps(manifest))
+    write_manifest(pack_dir / "manifest.json", manifest)
     with pytest.raises(ToolError, match="source ONNX sha256: plan built from"):
         check_plan(Pack.open(pack_dir), "toy.fp16.any", fake_host())
     _, meta = read_plan(Pack.open(pack_dir), "toy.fp16.any")

@@ -19,7 +19,7 @@ from backends.trt_host import HostInfo
 from specs import FORMAT_VERSION
 from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
-from specs.pack import MANIFEST, Pack, sha256_file
+from specs.pack import DIGEST_FIELD, MANIFEST, Pack, manifest_digest, sha256_file
 from specs.plans import rebuild_command
 from specs.schema import validate_json
 from trt.plans import EnginePlan
@@ -60,9 +60,7 @@ def make_meta(
         "fp32_rules": plan.keep.to_dict() if plan.keep else None,
         "fp32_layers": fp32_nodes,
         "io_dtypes": {t.name: t.dtype for t in plan.spec.inputs + plan.spec.outputs},
-        "tolerances": {
-            k: {"atol": t.atol, "rtol": t.rtol, "check": t.check, "reason": t.reason} for k, t in tolerances.items()
-        },
+        "tolerances": {k: t.to_dict() for k, t in tolerances.items()},
         "validation": validation,
         "workspace_bytes": int(workspace_bytes),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -116,6 +114,7 @@ def commit_plan(pack_root: str | Path, plan: EnginePlan, engine: bytes, meta: di
                 "chunk": plan.chunk,
             }
             manifest.setdefault("plans", {})[plan.name] = record
+            manifest[DIGEST_FIELD] = manifest_digest(manifest)
             validate_json(manifest, "manifest", "manifest being written")
             _write(tmp_manifest, (json.dumps(manifest, indent=2) + "\n").encode())
             os.replace(tmp_plan, root / plan.plan_rel)

@@ -35,10 +35,7 @@ def compare_engine(
     label = label or f"trt:{meta['plan']}"
     entry = pack.graph(meta["graph"])
     spec = entry.spec()
-    tol = {
-        k: Tolerance(atol=v["atol"], rtol=v["rtol"], reason=v["reason"], check=v["check"])
-        for k, v in meta["tolerances"].items()
-    }
+    tol = {k: Tolerance(**v) for k, v in meta["tolerances"].items()}
     ort = OrtRunner(entry.onnx_path, spec, device=ort_device)
     comps: list[Comparison] = []
     notes: list[str] = []

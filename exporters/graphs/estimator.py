@@ -118,12 +118,15 @@ class EstimatorExporter(GraphExporter):
             "embedding is sin/cos of 1000*t (fp16 spacing at 1000 is 0.5 rad); Mish's softplus/exp",
         )
         velocity = Tolerance(
-            atol=0.5,
-            rtol=0.0,
-            reason="fp16 rounding accumulates over the U-Net's resnet/attention blocks and grows with t (the time "
-            "embedding gain): ORT-CPU fp16 measured max 0.23 (tiny) / 0.16 (full size), mean 0.026 (tiny), at "
-            "t = 0.69; output rms ~0.9. A wrong mask or a dropped block errs by > 1. One ODE step of 10: the "
-            "runtime's mel comparison is the stronger check. Not yet measured on TensorRT",
+            atol=2e-2,
+            rtol=5e-3,
+            reason="fp16 unit roundoff u = 4.9e-4 over the U-Net's resnet/attention blocks, with norms, softmax, "
+            "Mish and the time embedding (t in fp32 to sin/cos of 1000 t) kept fp32: ORT-CPU fp16 measured max "
+            "|err| <= 2.4e-3 * max|velocity| (~5u; 9e-3 absolute, |velocity| <= 4.6) over 33 bundles of "
+            "upstream's own init, tiny and medium, first/steady/final chunks (ci/sweep_export_gates.py); allowed "
+            "2e-2 + 5e-3 |v| (~20u at the peaks), bound use <= 0.3. With t rounded to fp16 (0.24 rad at "
+            "1000 t) or no fp32 rules the error is 0.23 (refused), so is a wrong mask or a dropped block (> 1). "
+            "Not yet measured on TensorRT",
         )
         return {
             "fp16": PrecisionPolicy(

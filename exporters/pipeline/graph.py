@@ -63,7 +63,7 @@ def export_graph(
     simplified = False
     if opts.simplify and not external:
         log(f"[{name}] onnxsim")
-        simplified, sim_results = try_simplify(path, spec, cases, name, log)
+        simplified, sim_results = try_simplify(path, spec, cases, name, log, results)
         if simplified:
             results = sim_results
     facts = spec.facts

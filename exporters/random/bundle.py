@@ -17,8 +17,12 @@ from exporters.random.config import ARCH, SIZES, TOKENIZER_CONFIG, qwen_config, 
 from specs.errors import ToolError
 
 
-def make_random_bundle(out: Path, size: str, seed: int, progress=None) -> Path:
-    """Write a CosyVoice2 bundle with seeded random weights into `out` (atomically)."""
+def make_random_bundle(out: Path, size: str, seed: int, progress=None, calibrate: bool = True) -> Path:
+    """Write a CosyVoice2 bundle with seeded random weights into `out` (atomically).
+
+    `calibrate=False` keeps upstream's own initialisation (the modules as `build_modules` makes them under
+    `torch.manual_seed(seed)`: no jitter, no calibration), e.g. to check that the export gates are not tuned
+    to our calibrated bundles (ci/sweep_hift_gate.py); random_init.json then records `"calibrated": false`."""
     import tempfile
 
     import torch
@@ -47,13 +51,16 @@ def make_random_bundle(out: Path, size: str, seed: int, progress=None) -> Path:
 
         torch.manual_seed(seed)
         model = build_modules(tmp / "cosyvoice2.yaml", "cosyvoice2", qdir)
-        step("randomising and calibrating weights")
-        gen = torch.Generator().manual_seed(seed + 1)
-        for module in (model.llm, model.flow, model.hift):
-            jitter_constant_tensors(module, gen)
         cal = Calibration()
-        calibrate_llm_head(model.llm, gen, cal)
-        calibrate_hift(model.flow, model.hift, gen, cal)
+        if calibrate:
+            step("randomising and calibrating weights")
+            gen = torch.Generator().manual_seed(seed + 1)
+            for module in (model.llm, model.flow, model.hift):
+                jitter_constant_tensors(module, gen)
+            calibrate_llm_head(model.llm, gen, cal)
+            calibrate_hift(model.flow, model.hift, gen, cal)
+        else:
+            cal.notes.append("not calibrated: upstream's own initialisation under torch.manual_seed(seed)")
         step("saving llm.pt, flow.pt, hift.pt")
         torch.save(model.llm.state_dict(), tmp / "llm.pt")
         torch.save(model.flow.state_dict(), tmp / "flow.pt")
@@ -64,7 +71,16 @@ def make_random_bundle(out: Path, size: str, seed: int, progress=None) -> Path:
         write_campplus_standin(tmp / "campplus.onnx", seed)
         write_speech_tokenizer_standin(tmp / "speech_tokenizer_v2.onnx", seed)
         (tmp / "random_init.json").write_text(
-            json.dumps({"size": size, "seed": seed, "arch": asdict(ARCH[size]), "calibration": asdict(cal)}, indent=2)
+            json.dumps(
+                {
+                    "size": size,
+                    "seed": seed,
+                    "calibrated": calibrate,
+                    "arch": asdict(ARCH[size]),
+                    "calibration": asdict(cal),
+                },
+                indent=2,
+            )
             + "\n"
         )
         tmp.chmod(0o755)

@@ -1,5 +1,7 @@
 """Sizes and files of random-init CosyVoice2 bundles: `full` = the shipped CosyVoice2-0.5B architecture (a test
-proves our yaml equals the shipped one module for module), `tiny` = a small config of the same architecture."""
+proves our yaml equals the shipped one module for module), `tiny` = a small config of the same architecture,
+`medium` = in between (HiFT at 1/4 of full width, F0 predictor at 1/2: for sweeps whose numbers depend on
+width, e.g. ci/sweep_hift_gate.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from specs.errors import ToolError
 
-SIZES = ("tiny", "full")
+SIZES = ("tiny", "medium", "full")
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,27 @@ ARCH = {
         est_heads=2,
         hift_base=32,
         f0_channels=32,
+    ),
+    # Between the two: HiFT 128 wide (full 512, tiny 32) and its F0 predictor 256 (full 512, tiny 32), where
+    # float32 rounding differences grow with width; the rest small so it still builds in seconds.
+    "medium": ArchSizes(
+        llm_hidden=128,
+        qwen_layers=2,
+        qwen_heads=4,
+        qwen_kv_heads=2,
+        qwen_intermediate=256,
+        flow_input_size=512,
+        enc_output=512,
+        enc_heads=4,
+        enc_units=512,
+        enc_blocks=2,
+        est_channels=(64,),
+        est_head_dim=32,
+        est_blocks=1,
+        est_mid_blocks=2,
+        est_heads=2,
+        hift_base=128,
+        f0_channels=256,
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Prompt WAV loading for the frontend: soundfile read, checks with clear errors, soxr resampling.
+"""Prompt WAV loading for the frontend: soundfile read, checks with clear errors, upstream-exact resampling.
 
 Behaviour (upstream `load_wav` + `_extract_speech_token` asserts, made explicit):
 - container: RIFF/RF64 WAV only (what soundfile reports as WAV, WAVEX or RF64); anything else is refused.
@@ -11,10 +11,12 @@ Behaviour (upstream `load_wav` + `_extract_speech_token` asserts, made explicit)
 - duration: MIN_PROMPT_SECONDS (0.5 s) .. MAX_PROMPT_SECONDS (30 s). Upstream's speech tokenizer asserts
   <= 30 s. Upstream has no minimum; below 0.5 s the prompt gives fewer than 12 speech tokens and CAM++
   sees under 48 fbank frames, which is no usable voice prompt.
-- resampling: soxr (linear phase, 'HQ'), used only here in the frontend, never for synthesised audio.
-  Upstream uses torchaudio's windowed-sinc resampler (width 6, rolloff 0.99); the two differ near the
-  target Nyquist: at 24 -> 16 kHz soxr is flat to 7.3 kHz and cuts off steeply (-24 dB at 7.8 kHz), torchaudio
-  rolls off gradually (-1.8 dB at 7 kHz, -6 dB at 7.95 kHz). About 47 dB SNR between the two on speech.
+- resampling: by default upstream's own resampler, torchaudio 2.3.1's windowed sinc (width 6, rolloff 0.99),
+  in numpy (runtime/frontend/resample.py: kernel equal bit for bit, output within float32 rounding), so the
+  prompt's features and speech tokens are upstream's. `soxr` ('HQ', linear phase) is the option: it differs
+  near the target Nyquist (at 24 -> 16 kHz soxr is flat to 7.3 kHz then cuts off steeply; torchaudio rolls
+  off gradually, -6 dB at 7.95 kHz): about 47 dB SNR, kaldi fbank up to 3.3 apart in the top bins.
+  Used only here in the frontend, never for synthesised audio.
   The output length is upstream's: ceil(N * target / source).
 """
 
@@ -49,9 +51,9 @@ class PromptAudio:
     def seconds(self) -> float:
         return len(self.samples) / self.sample_rate
 
-    def at(self, sample_rate: int) -> np.ndarray:
+    def at(self, sample_rate: int, method: str = "sinc") -> np.ndarray:
         """The prompt at `sample_rate` (a copy-free view when no resampling is needed)."""
-        return resample(self.samples, self.sample_rate, sample_rate)
+        return resample(self.samples, self.sample_rate, sample_rate, method)
 
 
 def load_prompt_wav(
@@ -102,13 +104,23 @@ def load_prompt_wav(
     return PromptAudio(path, np.ascontiguousarray(mono, dtype=np.float32), sample_rate)
 
 
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample with soxr to `target_rate`; length ceil(N * target / source) like torchaudio's Resample."""
-    import soxr
+RESAMPLERS = ("sinc", "soxr")
 
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int, method: str = "sinc") -> np.ndarray:
+    """Resample to `target_rate`, length ceil(N * target / source) like torchaudio's Resample: `sinc` is upstream's
+    torchaudio kernel (the default), `soxr` the soxr 'HQ' resampler."""
     x = np.asarray(samples, dtype=np.float32)
     if source_rate == target_rate:
         return x
+    if method == "sinc":
+        from runtime.frontend.resample import resample_sinc
+
+        return resample_sinc(x, source_rate, target_rate)
+    if method != "soxr":
+        raise ToolError("resampler", f"is {method!r}", f"one of {', '.join(RESAMPLERS)}")
+    import soxr
+
     want = math.ceil(len(x) * target_rate / source_rate)
     y = soxr.resample(x, source_rate, target_rate, quality="HQ").astype(np.float32, copy=False)
     if len(y) >= want:

@@ -31,8 +31,16 @@ def contains_chinese(text: str) -> bool:
 
 
 def is_only_punctuation(text: str) -> bool:
-    """True for '' and for text made only of Unicode punctuation (P*) and symbols (S*)."""
+    """True for '' and for text made only of Unicode punctuation (P*) and symbols (S*): upstream's segment filter."""
     return all(unicodedata.category(ch)[0] in "PS" for ch in text)
+
+
+def has_nothing_to_say(text: str) -> bool:
+    """True for a request with nothing to say: no letter (L*) and no number (N*), i.e. only punctuation, symbols,
+    emoji, separators, marks, or control and format characters (NUL bytes included). Wider than upstream's
+    `is_only_punctuation` (which lets whitespace- or control-only text through to be synthesized as noise); used
+    to refuse a whole request, not to filter its segments, so segmenting stays upstream's."""
+    return not any(unicodedata.category(ch)[0] in "LN" for ch in text)
 
 
 def split_paragraph(

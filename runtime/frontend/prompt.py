@@ -138,7 +138,9 @@ class PromptFrontend:
         text_tokenizer: TextTokenizer | None = None,
         token_mel_ratio: int = 2,
         device: str = "cpu",
+        resampler: str = "sinc",
     ):
+        self.resampler = resampler  # runtime/frontend/audio.py RESAMPLERS: upstream's sinc, or soxr
         self.embedder = SpeakerEmbedder(campplus_path, device)
         self.speech_tokenizer = SpeechTokenizer(speech_tokenizer_path, device)
         self.mel_params = mel_params
@@ -173,13 +175,13 @@ class PromptFrontend:
         )
 
     def speaker_embedding(self, audio: PromptAudio) -> np.ndarray:
-        return self.embedder(audio.at(CAMPPLUS_SAMPLE_RATE))
+        return self.embedder(audio.at(CAMPPLUS_SAMPLE_RATE, self.resampler))
 
     def speech_tokens(self, audio: PromptAudio) -> np.ndarray:
-        return self.speech_tokenizer(audio.at(WHISPER_SAMPLE_RATE))
+        return self.speech_tokenizer(audio.at(WHISPER_SAMPLE_RATE, self.resampler))
 
     def speech_feat(self, audio: PromptAudio) -> np.ndarray:
-        return prompt_mel(audio.at(self.mel_params.sampling_rate), self.mel_params)
+        return prompt_mel(audio.at(self.mel_params.sampling_rate, self.resampler), self.mel_params)
 
     def prompt_text_ids(self, prompt_text: str) -> np.ndarray:
         if self.text_tokenizer is None:
