@@ -11,11 +11,14 @@ setup: .venv/.setup-done
 	bash ci/setup.sh
 	touch $@
 
-# Tiny random-init CosyVoice2 bundle -> pack -> validate against golden/ -> synthesize a WAV.
+# Tiny random-init CosyVoice2 and Fun-CosyVoice3 bundles -> packs -> validate against golden/ -> WAVs.
 demo: setup
 	$(BIN)/tts-export --random-init tiny --seed 0 --out $(OUT)/tiny-pack --overwrite
 	$(BIN)/tts-validate $(OUT)/tiny-pack --golden golden/tiny
 	$(BIN)/tts-run --pack $(OUT)/tiny-pack --text "Hello from the tiny CosyVoice pack." --out $(OUT)/demo.wav
+	$(BIN)/tts-export --random-init tiny --family v3 --seed 0 --out $(OUT)/tiny-v3-pack --overwrite
+	$(BIN)/tts-validate $(OUT)/tiny-v3-pack --golden golden/tiny-v3
+	$(BIN)/tts-run --pack $(OUT)/tiny-v3-pack --text "Hello from the tiny CosyVoice3 pack." --out $(OUT)/demo-v3.wav --stream
 
 # ruff (lint + format check) on everything, mypy on specs/, backends/ and runtime/ (pyproject.toml).
 lint: setup

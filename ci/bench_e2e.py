@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """End-to-end streaming benchmark at full size on CPU: `TtsSession` (the `tts-run` runtime) on the pack vs
-upstream PyTorch `CosyVoice2Model.tts(stream=True)`, in one run.
+upstream PyTorch `CosyVoice2Model.tts(stream=True)` (`--family v3`: `CosyVoice3Model.tts`, fp32: upstream runs
+v3's token2wav under fp16 autocast on GPU only), in one run.
 
 Both sides synthesize the same utterance with the same work: the same text ids, no prompt, the same
 ras_sampling with the same seed but with every stop id masked, so both generate exactly max_len = 20 x
@@ -12,7 +13,7 @@ whether the two outputs agree (speech tokens identical; PCM within the end-to-en
 Targets: TTFA <= 0.5 x upstream's and RTF <= 0.5 x upstream's at FP32, same outputs. Upstream's streaming
 loop polls with `time.sleep(0.1)` per iteration: that is part of its real TTFA and is measured as is.
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2]
+    flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2] [--family v3]
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ import time
 from pathlib import Path
 
 import full_size  # noqa: E402,F401  (sys.path + the upstream oracle, before torch)
-from full_size import DEFAULT_WORK, full_bundle  # noqa: E402
+from full_size import DEFAULT_WORK, full_bundle, full_pack  # noqa: E402
+
+FAMILIES = {"v2": "cosyvoice2", "v3": "cosyvoice3"}
+# PCM bounds (max, mean LSB) of the tiny end-to-end parity tests, streaming: tests/test_e2e_parity.py (v2: F0
+# phase drift over calibrated voiced audio), tests/test_v3_e2e_parity.py (v3, upstream init)
+PCM_BOUNDS = {"cosyvoice2": (20, 2.0), "cosyvoice3": (2, 0.1)}
 
 # About 8 text tokens: with every stop id masked, both sides generate max_len = 20 x 8 = 160 speech tokens.
 TEXT = "Both engines say this in full."
@@ -57,8 +63,11 @@ def worker(side: str, args) -> dict:
     from runtime.session import derive_seed
     from specs.pack import Pack
 
-    pack_dir = args.work / "pack"
-    tokenizer = TextTokenizer.from_pack(Pack.open(pack_dir))
+    family = FAMILIES[args.family]
+    pack_dir = full_pack(args.work, family)
+    pack = Pack.open(pack_dir)
+    tokenizer = TextTokenizer.from_pack(pack)
+    sample_rate = pack.chunk_policy.sample_rate
     t_load = time.perf_counter()
     if side == "runtime":
         from runtime.engine import PackEngine
@@ -94,7 +103,8 @@ def worker(side: str, args) -> dict:
         from runtime.vocoder import pcm16
 
         torch.set_num_threads(args.threads)
-        model = Bundle.open(full_bundle(args.work, args.seed)).build()
+        model = Bundle.open(full_bundle(args.work, args.seed, family)).build()
+        facts = pack.graph("llm").spec().facts
         params = RasParams(**model.sampling)
         stops = [int(t) for t in model.llm.stop_token_ids]
         load = time.perf_counter() - t_load
@@ -102,12 +112,16 @@ def worker(side: str, args) -> dict:
         def run(text):
             # the ids upstream's frontend makes (runtime/frontend is tested equal to it)
             ids = tokenizer.encode(normalize_text(text, tokenizer.encode, split=True)[0])
+            # the LLM prompt text the runtime uses: CosyVoice3's default instruction (<|endofprompt|>)
+            instruction = facts.get("default_instruction")
+            prompt_text = tokenizer.encode(instruction) if instruction else None
             tokens = []
             base = never_stop_sampler(derive_seed(args.seed, 0, 0), params, stops)
             sampler = lambda sc, dec: tokens.append(base(sc, dec)) or tokens[-1]  # noqa: E731
             t0 = time.perf_counter()
             first, out = None, []
-            for chunk in upstream_tts(model, ids, Prompt.none(80), True, sampler, derive_seed(args.seed, 0, 1)):
+            noise_seed = derive_seed(args.seed, 0, 1)
+            for chunk in upstream_tts(model, ids, Prompt.none(80), True, sampler, noise_seed, prompt_text):
                 if first is None:
                     first = time.perf_counter() - t0
                 out.append(chunk)
@@ -115,14 +129,14 @@ def worker(side: str, args) -> dict:
 
     run("Warm up.")  # short: loads lazy parts, fills allocator pools
     ttfa, wall, pcm, tokens = run(args.text)
-    np.save(args.work / f"bench_e2e_{side}.npy", pcm)
+    np.save(args.work / f"bench_e2e_{args.family}_{side}.npy", pcm)
     return {
         "side": side,
         "load_s": load,
         "ttfa_s": ttfa,
         "wall_s": wall,
-        "audio_s": len(pcm) / 24000,
-        "rtf": wall / (len(pcm) / 24000),
+        "audio_s": len(pcm) / sample_rate,
+        "rtf": wall / (len(pcm) / sample_rate),
         "speech_tokens": [int(t) for t in tokens],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -134,6 +148,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text", default=TEXT, help="the utterance (speech tokens = 20 x its text tokens)")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="v2", help="v2 (CosyVoice2) or v3 (Fun-CosyVoice3)")
     ap.add_argument("--side", choices=["runtime", "upstream"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
@@ -142,11 +157,11 @@ def main() -> int:
 
     import numpy as np
 
-    if not (args.work / "pack" / "manifest.json").exists():
-        print(
-            f"ERROR | {args.work / 'pack'} is missing. Note: make it with "
-            f"tts-export --model-dir {args.work}/bundle-full-{args.seed} --out {args.work}/pack"
-        )
+    family = FAMILIES[args.family]
+    pack_dir = full_pack(args.work, family)
+    if not (pack_dir / "manifest.json").exists():
+        bundle = full_bundle(args.work, args.seed, family)
+        print(f"ERROR | {pack_dir} is missing. Note: make it with tts-export --model-dir {bundle} --out {pack_dir}")
         return 1
     res = {}
     for side in ("upstream", "runtime"):
@@ -163,11 +178,13 @@ def main() -> int:
             str(args.threads),
             "--text",
             args.text,
+            "--family",
+            args.family,
         ]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         res[side] = json.loads(out.strip().splitlines()[-1])
     print(
-        f"full-size CosyVoice2, {len(res['runtime']['speech_tokens'])} speech tokens, streaming, CPU, "
+        f"full-size {family}, {len(res['runtime']['speech_tokens'])} speech tokens, streaming, CPU, "
         f"{args.threads} threads: {args.text!r}"
     )
     print(f"{'':<10} {'load s':>8} {'TTFA s':>8} {'wall s':>8} {'audio s':>8} {'RTF':>7} {'peak RSS MB':>12}")
@@ -181,15 +198,16 @@ def main() -> int:
         f"runtime / upstream: TTFA {o['ttfa_s'] / u['ttfa_s']:.2f}x (target <= 0.5) | RTF {o['rtf'] / u['rtf']:.2f}x "
         f"(target <= 0.5) | peak RSS {o['peak_rss_mb'] / u['peak_rss_mb']:.2f}x"
     )
-    a = np.load(args.work / "bench_e2e_runtime.npy").astype(np.int64)
-    b = np.load(args.work / "bench_e2e_upstream.npy").astype(np.int64)
+    a = np.load(args.work / f"bench_e2e_{args.family}_runtime.npy").astype(np.int64)
+    b = np.load(args.work / f"bench_e2e_{args.family}_upstream.npy").astype(np.int64)
     same_tokens = o["speech_tokens"] == u["speech_tokens"]
     diff = np.abs(a - b) if a.shape == b.shape else None
-    verdict = same_tokens and diff is not None and diff.max() <= 20 and diff.mean() <= 2.0
+    bound_max, bound_mean = PCM_BOUNDS[family]
+    verdict = same_tokens and diff is not None and diff.max() <= bound_max and diff.mean() <= bound_mean
     print(
         f"outputs: speech tokens {'identical' if same_tokens else 'DIFFERENT'}; PCM "
         + (f"max |diff| {diff.max()} LSB, mean {diff.mean():.2f} LSB" if diff is not None else "lengths differ")
-        + f" -> {'SAME' if verdict else 'DIFFERENT'} (bounds: tests/test_e2e_parity.py, streaming)"
+        + f" -> {'SAME' if verdict else 'DIFFERENT'} (bounds {bound_max} / {bound_mean} LSB: the tiny parity tests)"
     )
     return 0 if verdict else 1
 

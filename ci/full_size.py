@@ -20,12 +20,18 @@ if (SHARED / "oracle" / "oracle_env.py").exists():
     import oracle_env  # noqa: F401,E402  (before torch)
 
 
-def full_bundle(work: Path = DEFAULT_WORK, seed: int = 0) -> Path:
-    """The full-size random-init bundle in `work` (made on first use)."""
+def full_bundle(work: Path = DEFAULT_WORK, seed: int = 0, family: str = "cosyvoice2") -> Path:
+    """The full-size random-init bundle of `family` in `work` (made on first use): bundle-full-SEED (CosyVoice2),
+    bundle-full-v3-SEED (Fun-CosyVoice3, upstream's own init)."""
     from exporters.random.bundle import make_random_bundle
 
-    bundle = work / f"bundle-full-{seed}"
+    bundle = work / (f"bundle-full-v3-{seed}" if family == "cosyvoice3" else f"bundle-full-{seed}")
     if not bundle.exists():
-        print(f"writing full-size random bundle to {bundle}", flush=True)
-        make_random_bundle(bundle, "full", seed)
+        print(f"writing full-size random {family} bundle to {bundle}", flush=True)
+        make_random_bundle(bundle, "full", seed, family=family)
     return bundle
+
+
+def full_pack(work: Path = DEFAULT_WORK, family: str = "cosyvoice2") -> Path:
+    """Where the full-size scripts expect the exported pack of `family`."""
+    return work / ("pack-v3" if family == "cosyvoice3" else "pack")

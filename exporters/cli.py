@@ -13,6 +13,8 @@ from specs.cli import console_log, new_app
 from specs.errors import ToolError, cli_entry
 from specs.pack import check_new_directory_parent, check_pack_destination
 
+RANDOM_FAMILIES = {"v2": "cosyvoice2", "v3": "cosyvoice3"}  # --family -> the bundle family it makes
+
 app = new_app()
 
 
@@ -37,6 +39,11 @@ def export(
         help="Instead of --model-dir, make a bundle "
         "with seeded random weights: 'tiny' (small config, seconds) or "
         "'full' (the shipped CosyVoice2-0.5B sizes).",
+    ),
+    family: str = typer.Option(
+        "v2",
+        "--family",
+        help="With --random-init: which generation to make, 'v2' (CosyVoice2-0.5B) or 'v3' (Fun-CosyVoice3-0.5B-2512).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init weights and for the test vectors."),
     keep_bundle: Path | None = typer.Option(
@@ -105,6 +112,11 @@ def export(
         )
     if keep_bundle is not None and random_init is None:
         raise typer.BadParameter("--keep-bundle needs --random-init", param_hint="--keep-bundle")
+    if family not in RANDOM_FAMILIES:
+        raise typer.BadParameter(f"{family!r} (choose from {', '.join(RANDOM_FAMILIES)})", param_hint="--family")
+    if family != "v2" and random_init is None:
+        raise typer.BadParameter("--family needs --random-init (a real bundle's yaml says its family)",
+                                 param_hint="--family")  # fmt: skip
     # Destinations are checked before any work: a 20-minute full-size bundle is not built for an --out that
     # cannot be written.
     check_pack_destination(out, overwrite)
@@ -128,9 +140,11 @@ def export(
             from rich.console import Console
 
             with Console(stderr=True).status(f"making a {random_init} random-init bundle (seed {seed})") as status:
-                make_random_bundle(model_dir, random_init, seed, progress=lambda m: status.update(m))
-            log(f"random-init bundle ({random_init}, seed {seed}) at {model_dir}")
-            ri = {"size": random_init, "seed": seed}
+                make_random_bundle(
+                    model_dir, random_init, seed, progress=lambda m: status.update(m), family=RANDOM_FAMILIES[family]
+                )
+            log(f"random-init {RANDOM_FAMILIES[family]} bundle ({random_init}, seed {seed}) at {model_dir}")
+            ri = {"size": random_init, "seed": seed, "family": RANDOM_FAMILIES[family]}
         result = export_pack(
             model_dir, out, names, opts, overwrite=overwrite, verify_official=verify_official, random_init=ri, log=log
         )

@@ -11,16 +11,26 @@ import threading
 from pathlib import Path
 
 from backends.ort import OrtRunner
-from runtime.flow_stage import ENCODER, ESTIMATOR, FlowStage
+from runtime.flow_stage import CONDITION_GRAPHS, ENCODER, ESTIMATOR, FlowStage
 from runtime.vocoder import GRAPH as HIFT
+from runtime.vocoder import VocoderStage
+from runtime.vocoder_recompute import FINAL_GRAPH as RECOMPUTE_HIFT_FINAL
+from runtime.vocoder_recompute import GRAPH as RECOMPUTE_HIFT
+from runtime.vocoder_recompute import RecomputeVocoder
 from specs.chunk_policy import check_policy_facts
 from specs.errors import ToolError
 from specs.pack import Pack, VerifiedFiles
 
-TOKEN2WAV_GRAPHS = (ENCODER, ESTIMATOR, HIFT)
+# token -> audio graphs per family (the LLM is loaded on first use)
+TOKEN2WAV_GRAPHS = {
+    "cosyvoice2": (ENCODER, ESTIMATOR, HIFT),
+    "cosyvoice3": (CONDITION_GRAPHS["cosyvoice3"], ESTIMATOR, RECOMPUTE_HIFT, RECOMPUTE_HIFT_FINAL),
+}
 
 _ENGINES: dict[tuple, PackEngine] = {}
 _LOCK = threading.Lock()
+
+RUNNABLE_FAMILIES = tuple(TOKEN2WAV_GRAPHS)
 
 
 class PackEngine:
@@ -41,32 +51,49 @@ class PackEngine:
         the development opt-out (tts-run --no-verify, logged)."""
         self.pack = pack
         self.verified = verify
+        family = pack.manifest["model"]["family"]
+        if family not in RUNNABLE_FAMILIES:
+            raise ToolError(
+                pack.root,
+                f"is a {family} pack: this version's runtime streams {', '.join(RUNNABLE_FAMILIES)} packs only",
+                "tts-validate checks any pack's graphs; tts-run needs a cosyvoice2 pack",
+            )
         if verify:
             pack.verify(cache=VerifiedFiles())
         self.device = device
         self.trt = resolve_trt(pack, device, trt)
         self.trt_chunk = trt_chunk
-        missing = [g for g in TOKEN2WAV_GRAPHS if not pack.has_graph(g)]
+        graphs = TOKEN2WAV_GRAPHS[family]
+        missing = [g for g in graphs if not pack.has_graph(g)]
         if missing:
             raise ToolError(
                 pack.root,
                 f"pack has no graph {', '.join(missing)}",
-                f"tts-run needs {', '.join(TOKEN2WAV_GRAPHS)} (re-export with tts-export)",
+                f"tts-run needs {', '.join(graphs)} (re-export with tts-export)",
             )
         self.sample_rate = pack.chunk_policy.sample_rate
         self.chunk_policy = pack.chunk_policy
-        for g in TOKEN2WAV_GRAPHS:  # graph facts that repeat the policy (rates, caches) must agree with it
+        for g in graphs:  # graph facts that repeat the policy (rates, caches) must agree with it
             check_policy_facts(pack.chunk_policy, pack.graph(g).spec())
         self.threads = threads
         self.plans_used: list[str] = []
+        flow_graphs = (CONDITION_GRAPHS[family], ESTIMATOR)
         self.flow = FlowStage(
-            pack, device=device, threads=threads, sessions={g: self._plan_session(g) for g in (ENCODER, ESTIMATOR)}
+            pack, device=device, threads=threads, sessions={g: self._plan_session(g) for g in flow_graphs}
         )
-        self.hift_session = self._plan_session(HIFT) or self._ort_session(HIFT)
+        self.vocoder_sessions = {g: self._plan_session(g) or self._ort_session(g) for g in graphs[2:]}
+        self.hift_session = self.vocoder_sessions[graphs[2]]
         self.llm_graph = llm_graph
         self._llm = None
         self._tokenizer = None
         self._prompt_frontend = None
+
+    def new_vocoder(self, seed: int):
+        """A vocoder stage for one utterance: CosyVoice2's cached/cross-faded HiFT (noise seeded per utterance) or
+        CosyVoice3's recomputing causal HiFT (fixed noise from the pack)."""
+        if self.chunk_policy.vocoder == "recompute":
+            return RecomputeVocoder.from_pack(self.pack, self.vocoder_sessions)
+        return VocoderStage(self.hift_session, self.chunk_policy, seed=seed)
 
     @classmethod
     def get(

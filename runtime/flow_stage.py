@@ -19,6 +19,10 @@ from specs.pack import Pack
 
 ENCODER = "flow.encoder"
 ESTIMATOR = "flow.decoder.estimator"
+# The graph that turns tokens into the ODE's condition (mu, spks, cond), per family: CosyVoice2's conformer
+# encoder, CosyVoice3's embedding + pre-lookahead layer. Same inputs and outputs (v3 has no `streaming` input:
+# no attention there).
+CONDITION_GRAPHS = {"cosyvoice2": ENCODER, "cosyvoice3": "flow.prep"}
 
 
 def ode_schedule(n_timesteps: int, scheduler: str) -> list[tuple[np.float32, np.float32]]:
@@ -55,9 +59,13 @@ class FlowStage:
 
     def __init__(self, pack: Pack, device: str = "cpu", threads: int | None = None, sessions: dict | None = None):
         """`sessions` may supply graph name -> session objects with the OrtRunner `run` API (TensorRT plans)."""
-        enc, est = pack.graph(ENCODER), pack.graph(ESTIMATOR)
+        self.encoder_graph = CONDITION_GRAPHS[pack.family]
+        enc, est = pack.graph(self.encoder_graph), pack.graph(ESTIMATOR)
         sessions = sessions or {}
-        self.encoder = sessions.get(ENCODER) or OrtRunner(enc.onnx_path, enc.spec(), device=device, threads=threads)
+        self.encoder = sessions.get(self.encoder_graph) or OrtRunner(
+            enc.onnx_path, enc.spec(), device=device, threads=threads
+        )
+        self.encoder_inputs = set(enc.spec().input_names)
         self.estimator = sessions.get(ESTIMATOR) or OrtRunner(est.onnx_path, est.spec(), device=device, threads=threads)
         ode_facts = self.estimator.spec.facts
         self.lookahead = pack.chunk_policy.pre_lookahead_len
@@ -86,7 +94,7 @@ class FlowStage:
         else:
             if prefix.shape[1] <= self.lookahead:
                 raise ToolError(
-                    ENCODER,
+                    self.encoder_graph,
                     f"a non-final call got {prefix.shape[1]} tokens",
                     f"more than the {self.lookahead} lookahead tokens",
                 )
@@ -94,20 +102,19 @@ class FlowStage:
         prompt_feat = np.ascontiguousarray(prompt_feat, dtype=np.float32).reshape(1, -1, self.mel_bins)
         if prompt_feat.shape[1] > self.token_mel_ratio * token.shape[1]:
             raise ToolError(
-                ENCODER,
+                self.encoder_graph,
                 f"prompt_feat has {prompt_feat.shape[1]} frames",
                 f"at most {self.token_mel_ratio} x {token.shape[1]} tokens",
             )
-        out = self.encoder.run(
-            {
-                "token": np.ascontiguousarray(token),
-                "context": np.ascontiguousarray(context),
-                "finalize": np.array([finalize]),
-                "streaming": np.array([streaming]),
-                "embedding": np.ascontiguousarray(embedding, dtype=np.float32).reshape(1, -1),
-                "prompt_feat": prompt_feat,
-            }
-        )
+        feed = {
+            "token": np.ascontiguousarray(token),
+            "context": np.ascontiguousarray(context),
+            "finalize": np.array([finalize]),
+            "streaming": np.array([streaming]),
+            "embedding": np.ascontiguousarray(embedding, dtype=np.float32).reshape(1, -1),
+            "prompt_feat": prompt_feat,
+        }
+        out = self.encoder.run({k: v for k, v in feed.items() if k in self.encoder_inputs})
         return FlowCondition(out["mu"], out["spks"], out["cond"])
 
     def solve(self, c: FlowCondition, streaming: bool) -> np.ndarray:

@@ -30,6 +30,7 @@ import numpy as np
 
 from runtime.llm_stage import LLMStage
 from runtime.sampling import log_softmax, sampling_ids
+from specs.errors import ToolError
 
 NEED_TEXT = object()  # yielded by BistreamDecoder.tokens() when it must wait for more text
 
@@ -43,23 +44,44 @@ class BistreamDecoder:
         seed: int = 0,
         capacity: int = 8192,
         min_cap: int = 100,
+        sampler=None,
     ):
+        """`sampler(scores, decoded) -> token` replaces ras_sampling with the seeded rng (tests inject the same one
+        into upstream); the min_len mask is applied before it either way, as upstream's sampling_ids does."""
         f = llm.facts
         self.llm = llm
         self.text_ratio, self.speech_ratio = (int(r) for r in f["mix_ratio"])
         self.fill = int(f["fill_token"])
         self.eos = int(f["eos_token"])
         self.speech_size = int(f.get("speech_token_size", self.eos))
+        # the id sampling_ids masks while ignore_eos: speech_token_size (eos in CosyVoice2, sos in CosyVoice3)
+        self.masked = int(f.get("min_len_masked_token", self.eos))
         self.max_ratio = float(f["max_token_text_ratio"])
         self.stop = set(int(t) for t in f["stop_tokens"])
         self.rng = np.random.default_rng(seed)
+        self.sampler = sampler
         self.step = llm.stepper(capacity)
         self.capacity = capacity
         self.min_cap = min_cap
         self.pending: deque[int] = deque()
         self.closed = False
         self.n_text = 0
-        self.text_cache = [llm.embed_tokens[int(t)] for t in prompt_text_ids]
+        prompt_text_ids = [int(t) for t in prompt_text_ids]
+        # CosyVoice3: the prompt text up to its <|endofprompt|> goes straight after sos (upstream asserts it is
+        # there); only the rest is mixed with the prompt speech
+        self.head: list[np.ndarray] = []
+        required = f.get("required_text_token")
+        if required is not None:
+            if int(required) not in prompt_text_ids:
+                raise ToolError(
+                    "prompt text",
+                    f"has no token {int(required)} (<|endofprompt|>)",
+                    "an instruction ending in <|endofprompt|> first (upstream's inference_bistream asserts it)",
+                )
+            cut = prompt_text_ids.index(int(required)) + 1
+            self.head = [llm.embed_tokens[t] for t in prompt_text_ids[:cut]]
+            prompt_text_ids = prompt_text_ids[cut:]
+        self.text_cache = [llm.embed_tokens[t] for t in prompt_text_ids]
         self.prompt_speech = [llm.speech_embedding[int(t)] for t in prompt_speech_tokens]
         p = len(self.prompt_speech)
         self.next_fill = (p // self.speech_ratio + 1) * self.speech_ratio - p
@@ -82,17 +104,25 @@ class BistreamDecoder:
             raise RuntimeError(f"bistream decoding exceeded {self.capacity} positions")
         return log_softmax(self.step(x)[0])
 
+    def _draw(self, logp: np.ndarray, ignore_eos: bool) -> int:
+        if self.sampler is None:
+            return sampling_ids(logp, self.out, self.rng, self.masked, ignore_eos, self.llm.params)
+        scores = np.array(logp, dtype=np.float32)
+        if ignore_eos:
+            scores[self.masked] = -np.inf
+        return int(self.sampler(scores, self.out))
+
     def _sample(self, logp: np.ndarray, ignore_eos: bool, forbidden: frozenset = frozenset()) -> int:
-        token = sampling_ids(logp, self.out, self.rng, self.eos, ignore_eos, self.llm.params)
+        token = self._draw(logp, ignore_eos)
         while token in forbidden:  # upstream would raise here: redraw without that id
             logp = logp.copy()
             logp[token] = -np.inf
-            token = sampling_ids(logp, self.out, self.rng, self.eos, ignore_eos, self.llm.params)
+            token = self._draw(logp, ignore_eos)
         return token
 
     def tokens(self) -> Iterator[object]:
         f = self.llm.facts
-        lm_input = [self.llm.llm_embedding[f["sos_index"]]]
+        lm_input = [self.llm.llm_embedding[f["sos_index"]], *self.head]
         specials_but_fill = frozenset(
             t for t in range(self.speech_size, len(self.llm.speech_embedding)) if t != self.fill
         )
@@ -111,6 +141,8 @@ class BistreamDecoder:
             if self.prompt_speech:
                 continue
             after_fill = bool(self.out) and self.out[-1] == self.fill
+            # upstream tests lm_input.size(1) == 1 literally: with CosyVoice3's instruction head (and no prompt
+            # speech) the first decode therefore starts before any text; kept as upstream does it
             if after_fill or (not self.out and len(lm_input) == 1):
                 if len(self.text_cache) < self.text_ratio:
                     continue  # wait for more text

@@ -159,7 +159,9 @@ class LLMStage:
         self.facts = f
         self.embed_tokens = pack.data(f["data"]["embed_tokens"])  # memory-mapped (text vocab x hidden)
         self.speech_embedding = np.asarray(pack.data(f["data"]["speech_embedding"]))
-        self.llm_embedding = np.asarray(pack.data(f["data"]["llm_embedding"]))
+        # sos / task_id rows: CosyVoice2 has its own 2-row table, CosyVoice3 keeps them in speech_embedding
+        sos_table = f["data"].get("llm_embedding")
+        self.llm_embedding = np.asarray(pack.data(sos_table)) if sos_table else self.speech_embedding
         self.params = RasParams.from_facts(f.get("sampling", {}))
         self.stop = set(int(t) for t in f["stop_tokens"])
         self.io_binding = io_binding and self.session.binding() is not None
@@ -200,14 +202,15 @@ class LLMStage:
         sampler = sampler or RasSampler(seed, self.params)
         x = self.lm_input(text_ids, prompt_text_ids, prompt_speech_tokens)
         min_len, max_len = self.length_limits(len(text_ids))
-        eos = int(self.facts["eos_token"])
+        # upstream's sampling_ids masks index speech_token_size before min_len: eos in CosyVoice2, sos in v3
+        masked = int(self.facts.get("min_len_masked_token", self.facts["eos_token"]))
         step = self.stepper(x.shape[1] + max_len)
         out: list[int] = []
         for i in range(max_len):
             logits = step(x if i == 0 else self.speech_embedding[out[-1]][None, None])
             logp = log_softmax(logits[0])
             if i < min_len:
-                logp[eos] = -np.inf
+                logp[masked] = -np.inf
             token = int(sampler(logp, out))
             if token in self.stop:
                 break

@@ -28,7 +28,6 @@ import numpy as np
 
 from runtime.engine import PackEngine
 from runtime.frontend.normalize import has_nothing_to_say
-from runtime.vocoder import VocoderStage
 from specs.errors import ToolError
 
 NOTHING_TO_SAY = "has nothing to say (no letters or digits)"
@@ -278,11 +277,23 @@ class TtsSession:
             )
             tokens = e.llm.generate(
                 ids,
-                p.text_ids if p.llm_uses_prompt else (),
+                self._llm_prompt_text(ids),
                 p.speech_tokens if p.llm_uses_prompt else (),
                 sampler=sampler,
             )
             yield from self._token2wav(tokens, i, last_segment=i == len(segments) - 1)
+
+    def _llm_prompt_text(self, text_ids) -> np.ndarray:
+        """The LLM's prompt text ids. A family whose LLM requires a token in prompt_text ++ text (CosyVoice3:
+        <|endofprompt|>, upstream asserts it) gets the pack's default instruction before the prompt text when
+        neither has it, as upstream's examples write it."""
+        p, facts = self.prompt, self.engine.llm.facts
+        prompt_ids = np.asarray(p.text_ids if p.llm_uses_prompt else (), np.int64)
+        required = facts.get("required_text_token")
+        if required is None or required in prompt_ids or required in np.asarray(text_ids):
+            return prompt_ids
+        instruction = np.asarray(self.engine.tokenizer.encode(str(facts["default_instruction"])), np.int64)
+        return np.concatenate([instruction, prompt_ids])
 
     def _bistream(self):
         from runtime.llm_bistream import NEED_TEXT, BistreamDecoder
@@ -290,7 +301,7 @@ class TtsSession:
         e, p = self.engine, self.prompt
         dec = BistreamDecoder(
             e.llm,
-            p.text_ids if p.llm_uses_prompt else (),
+            self._llm_prompt_text(()),  # upstream's bistream wants <|endofprompt|> in the prompt text itself
             p.speech_tokens if p.llm_uses_prompt else (),
             seed=derive_seed(self.seed, 0, 0),
         )
@@ -316,7 +327,7 @@ class TtsSession:
     def _token2wav(self, tokens: Iterator, segment: int, last_segment: bool):
         """Upstream CosyVoice2Model.tts's chunk loop over a token stream (LLM output or given tokens)."""
         e, p = self.engine, self.prompt
-        vocoder = VocoderStage(e.hift_session, e.chunk_policy, seed=derive_seed(self.seed, segment, 1))
+        vocoder = e.new_vocoder(seed=derive_seed(self.seed, segment, 1))
         schedule = e.chunk_policy.schedule(prompt_tokens=len(p.speech_tokens))
         got: list[int] = []
         self.speech_tokens.append(got)

@@ -46,6 +46,16 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -32768, 32767).astype(PCM_DTYPE)
 
 
+def checked_mel(mel: np.ndarray, mel_bins: int, graph: str) -> np.ndarray:
+    """A vocoder's mel chunk: float32 (1, mel_bins, frames), else a one-line error naming the graph."""
+    mel = np.asarray(mel)
+    if mel.dtype != np.float32 or mel.ndim != 3 or mel.shape[:2] != (1, mel_bins):
+        raise ToolError(
+            graph, f"mel chunk has shape {list(mel.shape)} dtype {mel.dtype}", f"float32 (1, {mel_bins}, frames)"
+        )
+    return mel
+
+
 def crossfade_window(kind: str, length: int) -> np.ndarray:
     if kind != "hamming":  # the manifest schema allows only hamming; kept for callers outside a pack
         raise ToolError("audio.chunk_policy.crossfade.window", f"is {kind!r}", "'hamming' (upstream speech_window)")
@@ -92,13 +102,7 @@ class VocoderStage:
 
     def _synthesize(self, mel: np.ndarray, final: bool) -> np.ndarray:
         """The float audio `push` would convert (kept private: parity tests read it before PCM)."""
-        mel = np.asarray(mel)
-        if mel.dtype != np.float32 or mel.ndim != 3 or mel.shape[:2] != (1, self.mel_bins):
-            raise ToolError(
-                GRAPH,
-                f"mel chunk has shape {list(mel.shape)} dtype {mel.dtype}",
-                f"float32 (1, {self.mel_bins}, frames)",
-            )
+        mel = checked_mel(mel, self.mel_bins, GRAPH)
         cache = self._cache
         if cache is None:
             mel_in, cache_source = mel, np.zeros((1, 1, 0), np.float32)

@@ -24,6 +24,9 @@ from specs.errors import ToolError
 CHUNK_MODES = ("stream", "offline")  # how a graph is called: upstream's streaming loop, or one call per utterance
 ANY_CHUNK = "any"  # graphs whose calls do not depend on the chunk mode (the LLM)
 HOP_GROWTH = ("per_request",)
+# cached: v2 HiFT calls get cached mel frames + source samples, chunks cross-faded; recompute: v3's causal HiFT
+# re-runs over all mel so far and only new samples are emitted (no caches, no cross-fade).
+VOCODER_MODES = ("cached", "recompute")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class ChunkPolicy:
     output_chunk_samples: int  # fixed PCM chunk of tts-run / TtsSession (the last one may be shorter)
     crossfade: Crossfade
     hop_growth: str = "per_request"
+    vocoder: str = "cached"  # one of VOCODER_MODES
     sample_rate: int = 24000  # manifest audio.sample_rate (not part of the chunk_policy object)
 
     @classmethod
@@ -55,6 +59,7 @@ class ChunkPolicy:
                 **{k: int(cp[k]) for k in INT_FIELDS},
                 crossfade=Crossfade(str(fade["window"]), int(fade["length"])),
                 hop_growth=str(cp.get("hop_growth", "per_request")),
+                vocoder=str(cp.get("vocoder", "cached")),
                 sample_rate=int(sample_rate),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -90,6 +95,13 @@ class ChunkPolicy:
             problems.append(
                 f"crossfade.length {self.crossfade.length}: its half must fit the held-back "
                 f"{self.source_cache_len} samples"
+            )
+        if self.vocoder not in VOCODER_MODES:
+            problems.append(f"vocoder is {self.vocoder!r}: one of {', '.join(VOCODER_MODES)}")
+        if self.vocoder == "recompute" and (self.mel_cache_len or self.crossfade.length):
+            problems.append(
+                f"vocoder recompute with mel_cache_len {self.mel_cache_len} / crossfade.length "
+                f"{self.crossfade.length}: a recomputing vocoder has no caches and no cross-fade (both 0)"
             )
         if self.hop_growth not in HOP_GROWTH:
             problems.append(f"hop_growth is {self.hop_growth!r}: one of {', '.join(HOP_GROWTH)}")
@@ -157,12 +169,17 @@ class ChunkPolicy:
 
     def describe(self) -> str:
         """One line for logs: the streaming schedule a run uses."""
+        vocoder = (
+            "vocoder recomputed over all mel, new samples emitted (no cache, no cross-fade)"
+            if self.vocoder == "recompute"
+            else f"mel cache {self.mel_cache_len} frames, source cache {self.source_cache_len} samples, "
+            f"{self.crossfade.window} cross-fade {self.crossfade.length}"
+        )
         return (
             f"streaming schedule: token hop {self.token_hop_len} (+ prompt pad on the first chunk) x"
             f"{self.stream_scale_factor} up to {self.token_max_hop_len}, pre-lookahead {self.pre_lookahead_len}, "
-            f"mel cache {self.mel_cache_len} frames, source cache {self.source_cache_len} samples, "
-            f"{self.crossfade.window} cross-fade {self.crossfade.length}, output chunks "
-            f"{self.output_chunk_samples} samples at {self.sample_rate} Hz, hop growth {self.hop_growth}"
+            f"{vocoder}, output chunks {self.output_chunk_samples} samples at {self.sample_rate} Hz, "
+            f"hop growth {self.hop_growth}"
         )
 
 

@@ -59,6 +59,42 @@ def tiny_model(tiny_bundle):
 
 
 @pytest.fixture(scope="session")
+def tiny_v3_bundle(tmp_path_factory) -> Path:
+    """A tiny random-init Fun-CosyVoice3 bundle (seed 0, upstream's own init), made once per test session."""
+    if not HAVE_ORACLE:
+        pytest.skip("upstream CosyVoice oracle not installed")
+    from exporters.random.bundle import make_random_bundle
+
+    return make_random_bundle(tmp_path_factory.mktemp("bundle-v3") / "tiny-v3", "tiny", 0, family="cosyvoice3")
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_model(tiny_v3_bundle):
+    """The upstream modules of the tiny v3 bundle, weights loaded strictly (shared: do not mutate)."""
+    from exporters.model.bundle import Bundle
+
+    return Bundle.open(tiny_v3_bundle).build()
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_pack(tiny_v3_bundle, tmp_path_factory) -> Path:
+    """The tiny v3 bundle exported with every registered CosyVoice3 graph (seed 0)."""
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.pipeline.pack import export_pack
+
+    out = tmp_path_factory.mktemp("pack-v3") / "tiny-v3-pack"
+    export_pack(
+        tiny_v3_bundle,
+        out,
+        None,
+        ExportOptions(seed=0, log=lambda m: None),
+        random_init={"size": "tiny", "seed": 0, "family": "cosyvoice3"},
+        log=lambda m: None,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_pack(tiny_bundle, tmp_path_factory) -> Path:
     """The tiny bundle exported with every registered graph (seed 0)."""
     from exporters.pipeline.graph import ExportOptions

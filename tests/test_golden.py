@@ -1,5 +1,5 @@
-"""Conformance against the committed golden/tiny: a tiny pack exported from scratch reproduces the golden
-vectors (upstream PyTorch outputs) and the golden streaming run."""
+"""Conformance against the committed golden/tiny (CosyVoice2) and golden/tiny-v3 (Fun-CosyVoice3): a tiny pack
+exported from scratch reproduces the golden vectors (upstream PyTorch outputs) and the golden streaming run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import REPO
 
 GOLDEN = REPO / "golden" / "tiny"
+GOLDEN_V3 = REPO / "golden" / "tiny-v3"
 
 
 def make_golden_module():
@@ -39,10 +40,10 @@ def test_golden_specs_equal_the_exported_specs(tiny_pack):
         assert json.loads(spec_file.read_text()) == json.loads((tiny_pack / spec_file.name).read_text()), spec_file.name
 
 
-def test_golden_streaming_run(tiny_pack):
-    golden = json.loads((GOLDEN / "run.json").read_text())
+def check_golden_run(pack, golden_dir):
+    golden = json.loads((golden_dir / "run.json").read_text())
     mg = make_golden_module()
-    got = mg.run_stats(tiny_pack, golden["text"], golden["seed"])
+    got = mg.run_stats(pack, golden["text"], golden["seed"])
     assert got["speech_tokens"] == golden["speech_tokens"]
     for key in ("chunks", "total_samples", "flow_calls"):
         assert got[key] == golden[key], key
@@ -55,7 +56,26 @@ def test_golden_streaming_run(tiny_pack):
         assert got["chunk_sha256"] == golden["chunk_sha256"]
 
 
+def test_golden_streaming_run(tiny_pack):
+    check_golden_run(tiny_pack, GOLDEN)
+
+
+def test_v3_fresh_pack_reproduces_golden_vectors_and_run(tiny_v3_pack):
+    from conformance.validate import ValidationOptions, validate_pack
+
+    lines = []
+    result = validate_pack(tiny_v3_pack, ValidationOptions(golden=GOLDEN_V3, log=lines.append))
+    assert result.report.passed, "\n".join(lines)
+    assert sorted(result.golden_checked) == ["flow.decoder.estimator", "flow.prep", "llm"]
+    for spec_file in GOLDEN_V3.glob("*.io.json"):
+        assert json.loads(spec_file.read_text()) == json.loads((tiny_v3_pack / spec_file.name).read_text())
+    info = json.loads((GOLDEN_V3 / "golden.json").read_text())
+    assert info["bundle"]["family"] == "cosyvoice3" and info["graphs_without_vectors"] == ["hift", "hift.final"]
+    check_golden_run(tiny_v3_pack, GOLDEN_V3)
+
+
 def test_golden_files_are_small():
     sizes = {p.name: p.stat().st_size for p in GOLDEN.iterdir()}
     assert sum(sizes.values()) < 5_000_000, sizes
+    assert sum(p.stat().st_size for p in GOLDEN_V3.iterdir()) < 2_000_000
     assert np.load(GOLDEN / "hift.vectors.npz")["first_chunk/in/cache_source"].shape[2] == 0  # first chunk: empty cache

@@ -58,7 +58,11 @@ def test_chunk_policy_cross_field_rules():
         ChunkPolicy.from_manifest(
             {"sample_rate": 24000, "chunk_policy": {**CHUNK_POLICY, "token_hop_len": 30, "token_max_hop_len": 20}}
         )
-    assert ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY}).to_dict() == CHUNK_POLICY
+    # packs written before `vocoder` existed read as CosyVoice2's cached vocoder
+    read = ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": CHUNK_POLICY})
+    assert read.to_dict() == {**CHUNK_POLICY, "vocoder": "cached"}
+    with pytest.raises(ToolError, match="a recomputing vocoder has no caches and no cross-fade"):
+        ChunkPolicy.from_manifest({"sample_rate": 24000, "chunk_policy": {**CHUNK_POLICY, "vocoder": "recompute"}})
 
 
 # ---- the four graphs ----------------------------------------------------------------------------------------------

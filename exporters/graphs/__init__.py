@@ -5,23 +5,45 @@ from __future__ import annotations
 from exporters.graphs.base import GraphExporter
 from exporters.graphs.estimator import EstimatorExporter
 from exporters.graphs.flow_encoder import FlowEncoderExporter
+from exporters.graphs.flow_v3 import EstimatorV3Exporter, FlowPrepV3Exporter
 from exporters.graphs.hift import HiftExporter
+from exporters.graphs.hift_v3 import HiftV3Exporter, HiftV3FinalExporter
 from exporters.graphs.llm import LLMExporter
+from exporters.graphs.llm_v3 import LLMV3Exporter
 
-REGISTRY: dict[str, type[GraphExporter]] = {
+REGISTRY: dict[str, type[GraphExporter]] = {  # CosyVoice2
     FlowEncoderExporter.name: FlowEncoderExporter,
     EstimatorExporter.name: EstimatorExporter,
     HiftExporter.name: HiftExporter,
     LLMExporter.name: LLMExporter,
 }
+REGISTRY_V3: dict[str, type[GraphExporter]] = {  # Fun-CosyVoice3
+    FlowPrepV3Exporter.name: FlowPrepV3Exporter,
+    EstimatorV3Exporter.name: EstimatorV3Exporter,
+    HiftV3Exporter.name: HiftV3Exporter,
+    HiftV3FinalExporter.name: HiftV3FinalExporter,
+    LLMV3Exporter.name: LLMV3Exporter,
+}
+REGISTRIES: dict[str, dict[str, type[GraphExporter]]] = {"cosyvoice2": REGISTRY, "cosyvoice3": REGISTRY_V3}
 
 
-def resolve(names: list[str] | None) -> list[GraphExporter]:
+def exportable_families() -> list[str]:
+    return [family for family, registry in REGISTRIES.items() if registry]
+
+
+def resolve(names: list[str] | None, family: str = "cosyvoice2") -> list[GraphExporter]:
     from specs.errors import ToolError
 
+    registry = REGISTRIES.get(family) or {}
+    if not registry:
+        raise ToolError(
+            family,
+            "bundles cannot be exported by this version yet (no graph exporters)",
+            f"exportable: {', '.join(exportable_families())}",
+        )
     if not names:
-        return [cls() for cls in REGISTRY.values()]
-    unknown = [n for n in names if n not in REGISTRY]
+        return [cls() for cls in registry.values()]
+    unknown = [n for n in names if n not in registry]
     if unknown:
-        raise ToolError("--graphs", f"unknown graph(s) {', '.join(unknown)}", f"choose from {', '.join(REGISTRY)}")
-    return [REGISTRY[n]() for n in names]
+        raise ToolError("--graphs", f"unknown graph(s) {', '.join(unknown)}", f"choose from {', '.join(registry)}")
+    return [registry[n]() for n in names]

@@ -1,4 +1,5 @@
-"""Pieces shared by the flow graphs (encoder, estimator): facts for the runtime and realistic inputs."""
+"""Pieces shared by the flow graphs (CosyVoice2 encoder and estimator, CosyVoice3 prep and DiT estimator): facts
+for the runtime and realistic inputs."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ def cfm_facts(model) -> dict:
     """What the runtime needs to run the ODE exactly as upstream's CausalConditionalCFM does."""
     dec = model.flow.decoder
     return {
-        "n_timesteps": 10,  # hard-coded in CausalMaskedDiffWithXvec.inference
+        "n_timesteps": 10,  # hard-coded in CausalMaskedDiffWithXvec.inference and CausalMaskedDiffWithDiT.inference
         "t_scheduler": str(dec.t_scheduler),
         "inference_cfg_rate": float(dec.inference_cfg_rate),
         "solver": "euler",
@@ -36,7 +37,8 @@ def ode_time(step: int, n_timesteps: int = 10, scheduler: str = "cosine") -> flo
 def flow_reference_inputs(model, seed: int, n_prompt: int, n_gen: int, step: int):
     """mu / spks / cond / x / t as the flow would feed the estimator at ODE `step`, for random tokens.
 
-    Returns numpy arrays with batch 1: mu (1,80,F), spks (1,80), cond (1,80,F), x (1,80,F), t (float).
+    Returns numpy arrays with batch 1: mu (1,80,F), spks (1,80), cond (1,80,F), x (1,80,F), t (float). Works for
+    the CosyVoice2 flow (conformer encoder) and the CosyVoice3 flow (pre-lookahead layer only).
     """
     import torch
     import torch.nn.functional as F
@@ -45,11 +47,16 @@ def flow_reference_inputs(model, seed: int, n_prompt: int, n_gen: int, step: int
     g = torch.Generator().manual_seed(seed)
     n = n_prompt + n_gen
     tokens = torch.randint(0, flow.vocab_size, (1, n), generator=g)
+    spk_in = int(flow.spk_embed_affine_layer.in_features)
     with torch.no_grad():
-        spks = flow.spk_embed_affine_layer(F.normalize(torch.randn(1, 192, generator=g), dim=1))
+        spks = flow.spk_embed_affine_layer(F.normalize(torch.randn(1, spk_in, generator=g), dim=1))
         emb = flow.input_embedding(tokens)
-        h, _ = flow.encoder(emb, torch.tensor([n], dtype=torch.int32))
-        mu = flow.encoder_proj(h).transpose(1, 2).contiguous()
+        if hasattr(flow, "encoder"):  # CosyVoice2: conformer encoder + projection
+            h, _ = flow.encoder(emb, torch.tensor([n], dtype=torch.int32))
+            mu = flow.encoder_proj(h).transpose(1, 2).contiguous()
+        else:  # CosyVoice3: pre-lookahead layer as in a final call (zero lookahead), repeated to mel frames
+            h = flow.pre_lookahead_layer(emb).repeat_interleave(flow.token_mel_ratio, dim=1)
+            mu = h.transpose(1, 2).contiguous()
     frames = mu.shape[2]
     cond = torch.zeros(1, flow.output_size, frames)
     prompt_frames = flow.token_mel_ratio * n_prompt

@@ -127,6 +127,15 @@ class LLMExporter(GraphExporter):
     # The full graph is ~1.46 GB of fp32 weights (embedding table excluded): stored as external data so the
     # .onnx stays small and onnxsim (nothing to fold here; it would copy the weights several times) is skipped.
     external_data_threshold = 500_000_000
+    # What a family's subclass (exporters/graphs/llm_v3.py) changes: the spec's description and its facts.
+    graph_description = (
+        "One step of the CosyVoice2 speech-token LM: Qwen2 backbone over inputs_embeds with an "
+        "explicit KV cache, then llm_decoder on the last position. Prefill = the whole lm_input "
+        "with zero-length past; decode = one speech_embedding row per call."
+    )
+
+    def facts(self, model) -> dict:
+        return lm_facts(model)
 
     def spec(self, model) -> GraphSpec:
         s = llm_sizes(model.llm)
@@ -145,9 +154,7 @@ class LLMExporter(GraphExporter):
             present.append(f(name_out, [1, kv, "total_sequence_length", hd], f"past {what} ++ this call's"))
         return GraphSpec(
             graph=self.name,
-            description="One step of the CosyVoice2 speech-token LM: Qwen2 backbone over inputs_embeds with an "
-            "explicit KV cache, then llm_decoder on the last position. Prefill = the whole lm_input "
-            "with zero-length past; decode = one speech_embedding row per call.",
+            description=self.graph_description,
             inputs=[
                 f(
                     "inputs_embeds",
@@ -202,7 +209,7 @@ class LLMExporter(GraphExporter):
                 CachePair(i, o, "output of call k is the input of call k+1", "zero-length")
                 for i, o in cache_names(s["num_layers"])
             ],
-            facts=lm_facts(model),
+            facts=self.facts(model),
         )
 
     def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:

@@ -30,6 +30,18 @@ REQUIRED = {
         f"{QWEN_DIR}/merges.txt",
         f"{QWEN_DIR}/tokenizer_config.json",
     ],
+    "cosyvoice3": [
+        "cosyvoice3.yaml",
+        "llm.pt",
+        "flow.pt",
+        "hift.pt",
+        "campplus.onnx",
+        "speech_tokenizer_v3.onnx",
+        f"{QWEN_DIR}/config.json",
+        f"{QWEN_DIR}/vocab.json",
+        f"{QWEN_DIR}/merges.txt",
+        f"{QWEN_DIR}/tokenizer_config.json",
+    ],
 }
 # Official CosyVoice2-0.5B files: size in bytes, sha256 (public LFS pointers).
 OFFICIAL = {
@@ -40,6 +52,19 @@ OFFICIAL = {
         "speech_tokenizer_v2.onnx": (496082973, "d43342aa12163a80bf07bffb94c9de2e120a8df2f9917cd2f642e7f4219c6f71"),
         "campplus.onnx": (28303423, "a6ac6a63997761ae2997373e2ee1c47040854b4b759ea41ec48e4e42df0f4d73"),
         "cosyvoice2.yaml": (7330, None),
+    },
+    # Fun-CosyVoice3-0.5B-2512 at HF revision 29e01c4e (two third-party manifests, cross-checked; shared/data).
+    "cosyvoice3": {
+        "cosyvoice3.yaml": (6934, "f5a6b2c6f05139d0f18861a1fe506f751e787026b77c05f7e8fef9f8a4405965"),
+        "llm.pt": (2024669519, "69f43bd545131c30e98947fb360ea8b4dc9916d8e83dded7757c7ea4f5a24970"),
+        "flow.pt": (1329116148, "a6fab32a7825e5b0bc855ddd948f8db9370b0a786fbc249caa4595e95b608e4b"),
+        "hift.pt": (83202622, "b279d7641eb97ae55b3b540cfba4f953c26492a2df758328a89a4d007ab87a65"),
+        "campplus.onnx": (28303423, "a6ac6a63997761ae2997373e2ee1c47040854b4b759ea41ec48e4e42df0f4d73"),
+        "speech_tokenizer_v3.onnx": (969451503, "23236a74175dbdda47afc66dbadd5bcb41303c467a57c261cb8539ad9db9208d"),
+        f"{QWEN_DIR}/config.json": (659, "168aa1bd401abc3bc262ba15ba4e499627a8b4e006e9d050b47c22de20660185"),
+        f"{QWEN_DIR}/merges.txt": (1402109, "ac8ff86a72bee70828fbc1119bc4398c6f3a9a6e490d7b0dbe917be025478bd0"),
+        f"{QWEN_DIR}/tokenizer_config.json": (1287, "482bd979881423375ca5414e4e0d94cd7c5349dbb17fffd46b4d36d71e62a1bc"),
+        f"{QWEN_DIR}/vocab.json": (2776833, "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910"),
     },
 }
 # Other official revisions seen in public (same file name, other content): accepted by --verify-official.

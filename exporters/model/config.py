@@ -21,7 +21,8 @@ FAMILIES = {
     "cosyvoice2": ("cosyvoice2.yaml", ("Qwen2LM", "CausalMaskedDiffWithXvec", "HiFTGenerator")),
     "cosyvoice3": ("cosyvoice3.yaml", ("CosyVoice3LM", "CausalMaskedDiffWithDiT", "CausalHiFTGenerator")),
 }
-SUPPORTED_FAMILIES = ("cosyvoice2",)
+# Families whose modules this version builds and exports (graphs: exporters/graphs/__init__.py REGISTRIES).
+SUPPORTED_FAMILIES = ("cosyvoice2", "cosyvoice3")
 MODULE_KEYS = ("llm", "flow", "hift")
 EXTRA_KEYS = ("feat_extractor",)
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)$")

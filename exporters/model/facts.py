@@ -13,20 +13,24 @@ from specs.chunk_policy import ChunkPolicy, Crossfade
 def model_config(model) -> dict:
     """Sizes the runtime and trt/ need, read from the built modules (that is, from the yaml + state dicts)."""
     llm, flow, hift = model.llm, model.flow, model.hift
+    flow_cfg = {
+        "vocab_size": int(flow.vocab_size),
+        "mel_bins": int(flow.output_size),
+        "token_mel_ratio": int(flow.token_mel_ratio),
+        "pre_lookahead_len": int(flow.pre_lookahead_len),
+        "estimator_static_chunk_size": int(flow.decoder.estimator.static_chunk_size),
+        "spk_embed_dim": int(flow.spk_embed_affine_layer.in_features),
+    }
+    if hasattr(flow, "encoder"):  # CosyVoice2's conformer encoder (CosyVoice3 has only the pre-lookahead layer)
+        flow_cfg["encoder_output_size"] = int(flow.encoder.output_size())
+        flow_cfg["encoder_static_chunk_size"] = int(flow.encoder.static_chunk_size)
     cfg: dict = {
         "sample_rate": model.sample_rate,
-        "flow": {
-            "vocab_size": int(flow.vocab_size),
-            "mel_bins": int(flow.output_size),
-            "token_mel_ratio": int(flow.token_mel_ratio),
-            "pre_lookahead_len": int(flow.pre_lookahead_len),
-            "encoder_output_size": int(flow.encoder.output_size()),
-            "encoder_static_chunk_size": int(flow.encoder.static_chunk_size),
-            "estimator_static_chunk_size": int(flow.decoder.estimator.static_chunk_size),
-            "spk_embed_dim": int(flow.spk_embed_affine_layer.in_features),
-        },
+        "flow": flow_cfg,
         "hift": {
-            "upsample_rates": [int(m.stride[0]) for m in hift.ups],
+            # CosyVoice3's causal upsampling layers are Upsample + conv (stride 1): the rate is the Upsample's
+            "upsample_rates": [int(getattr(getattr(m, "upsample", None), "scale_factor", 0) or m.stride[0])
+                               for m in hift.ups],  # fmt: skip
             "istft_n_fft": int(hift.istft_params["n_fft"]),
             "istft_hop": int(hift.istft_params["hop_len"]),
             "samples_per_mel_frame": int(hift.f0_upsamp.scale_factor),
@@ -54,6 +58,38 @@ def model_config(model) -> dict:
 
 
 def chunk_policy(model) -> ChunkPolicy:
+    """The streaming schedule of the bundle's upstream model class (CosyVoice2Model / CosyVoice3Model)."""
+    if model.family == "cosyvoice3":
+        return chunk_policy_v3(model)
+    return chunk_policy_v2(model)
+
+
+def chunk_policy_v3(model) -> ChunkPolicy:
+    """Upstream CosyVoice3Model's stream: v2's hop schedule (25+pad, 50, 100, ...; lookahead 3), but the causal
+    HiFT re-runs over all mel so far and only new samples are emitted: no mel/source cache, no cross-fade."""
+    from cosyvoice.cli.model import CosyVoice3Model
+
+    up = CosyVoice3Model(model.llm, model.flow, model.hift)
+    policy = ChunkPolicy(
+        token_hop_len=int(up.token_hop_len),
+        token_max_hop_len=int(up.token_max_hop_len),
+        stream_scale_factor=int(up.stream_scale_factor),
+        pre_lookahead_len=int(model.flow.pre_lookahead_len),
+        token_mel_ratio=int(model.flow.token_mel_ratio),
+        mel_cache_len=0,
+        source_cache_len=0,
+        samples_per_mel_frame=int(model.hift.f0_upsamp.scale_factor),
+        output_chunk_samples=int(model.sample_rate // 25),
+        crossfade=Crossfade("hamming", 0),
+        hop_growth="per_request",
+        vocoder="recompute",
+        sample_rate=int(model.sample_rate),
+    )
+    policy.check("the chunk policy of upstream CosyVoice3Model for this bundle")
+    return policy
+
+
+def chunk_policy_v2(model) -> ChunkPolicy:
     """Upstream CosyVoice2Model's streaming schedule, read from an instance of the upstream class."""
     from cosyvoice.cli.model import CosyVoice2Model
 

@@ -27,6 +27,17 @@ TOKEN2MEL_TOLERANCE = Tolerance(
     "wrong chunk mask, CFG rate, step count or noise slice moves the mel by >= 0.19 (tiny)",
 )
 
+# The same chain for CosyVoice3 (flow.prep + 10 Euler steps over the DiT flow.decoder.estimator, ORT vs
+# upstream CausalMaskedDiffWithDiT.inference), per flow call. Set from tests/test_v3_flow.py.
+TOKEN2MEL_TOLERANCE_V3 = Tolerance(
+    atol=2e-4,
+    rtol=1e-4,
+    reason="10 DiT velocity errors (fp32 reassociation, <= 9.6e-7 each, tiny) weighted by the CFG factors 1.7 "
+    "and 0.7 over dt summing to 1, plus the prep's mu error (<= 5.1e-7); measured <= 1.4e-6 tiny on a "
+    "streaming chunk and a final call (|mel| up to ~5.5), not yet at full size (22 blocks: the v2 budget's "
+    "headroom). The other attention mask moves the mel by >= 0.11 (tiny)",
+)
+
 
 @dataclass
 class UpstreamFlowCall:

@@ -17,18 +17,31 @@ import numpy as np
 NumpySampler = Callable[[np.ndarray, list], int]
 
 
+def special_table(llm):
+    """The table holding the sos and task_id rows, chosen as `Qwen2LM.inference` chooses it (by class name):
+    `llm_embedding` for Qwen2LM (CosyVoice2), `speech_embedding` for CosyVoice3LM (sos and task_id are
+    speech_token_size + 0 and + 2 there)."""
+    name = type(llm).__name__
+    if name == "CosyVoice3LM":
+        return llm.speech_embedding
+    if name == "Qwen2LM":
+        return llm.llm_embedding
+    raise ValueError(f"no lm_input layout for {name} (upstream Qwen2LM.inference knows Qwen2LM and CosyVoice3LM)")
+
+
 def lm_input(llm, text_ids, prompt_speech_tokens):
     """(1, L, hidden) torch tensor: [sos, embed_tokens(text_ids), task_id, speech_embedding(prompt tokens)],
-    the layout of `Qwen2LM.inference` (text_ids = prompt_text ⧺ text)."""
+    the layout of `Qwen2LM.inference` (text_ids = prompt_text ⧺ text; sos / task_id rows per special_table)."""
     import torch
 
     text = torch.as_tensor(np.asarray(text_ids, np.int64)).reshape(1, -1)
     speech = torch.as_tensor(np.asarray(prompt_speech_tokens, np.int64)).reshape(1, -1)
+    special = special_table(llm)
     with torch.no_grad():
         parts = [
-            llm.llm_embedding.weight[llm.sos].reshape(1, 1, -1),
+            special.weight[llm.sos].reshape(1, 1, -1),
             llm.llm.model.model.embed_tokens(text),
-            llm.llm_embedding.weight[llm.task_id].reshape(1, 1, -1),
+            special.weight[llm.task_id].reshape(1, 1, -1),
             llm.speech_embedding(speech),
         ]
         return torch.cat(parts, dim=1).detach()

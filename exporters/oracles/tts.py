@@ -15,24 +15,37 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 
-def upstream_tts(model, text_ids, prompt, stream: bool, sampler: Callable, noise_seed: int) -> Iterator[np.ndarray]:
+def upstream_tts(
+    model, text_ids, prompt, stream: bool, sampler: Callable, noise_seed: int, llm_prompt_text=None
+) -> Iterator[np.ndarray]:
     """Yield upstream's float audio chunks (one per token2wav call). `prompt` is a runtime.session.Prompt;
-    `sampler(scores, decoded) -> token`."""
+    `sampler(scores, decoded) -> token`; `llm_prompt_text`: the LLM's prompt text ids when they are not the
+    prompt's (CosyVoice3: the instruction the runtime adds). CosyVoice2 packs: `CosyVoice2Model` with the runtime's
+    vocoder noise injected; CosyVoice3: `CosyVoice3Model`, whose HiFT noise is its fixed buffer (the pack's data)."""
     import torch
-    from cosyvoice.cli.model import CosyVoice2Model
+    from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
 
     from exporters.oracles.hift import hift_noise
     from exporters.oracles.llm import injected_sampler
     from specs.noise import FrameNoise
 
-    up = CosyVoice2Model(model.llm, model.flow, model.hift)
-    noise = FrameNoise(noise_seed, int(model.hift.f0_upsamp.scale_factor), model.hift.nb_harmonics + 1)
+    v3 = model.family == "cosyvoice3"
+    up = (CosyVoice3Model if v3 else CosyVoice2Model)(model.llm, model.flow, model.hift)
     i32 = lambda a: torch.as_tensor(np.asarray(a, np.int64).reshape(1, -1), dtype=torch.int32)  # noqa: E731
     llm_text = prompt.text_ids if prompt.llm_uses_prompt else np.zeros(0, np.int64)
+    if llm_prompt_text is not None:
+        llm_text = np.asarray(llm_prompt_text, np.int64)
     llm_speech = prompt.speech_tokens if prompt.llm_uses_prompt else np.zeros(0, np.int64)
+    if v3:
+        from exporters.oracles.hift_v3 import restored_f0_dtype
+
+        vocoder_noise = restored_f0_dtype(model.hift)
+    else:
+        noise = FrameNoise(noise_seed, int(model.hift.f0_upsamp.scale_factor), model.hift.nb_harmonics + 1)
+        vocoder_noise = hift_noise(model.hift, noise, up.mel_cache_len)
     with (
         injected_sampler(model.llm, sampler),
-        hift_noise(model.hift, noise, up.mel_cache_len),
+        vocoder_noise,
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")  # torch.cuda.amp.autocast deprecation inside token2wav

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from specs.pack import PackWriter, file_record
 # Frontend files the runtime needs, copied from the bundle into PACK/frontend/.
 FRONTEND_FILES = {
     "campplus": ("campplus.onnx", "speaker embedding model (kaldi fbank 80 @ 16 kHz -> 192-dim x-vector)"),
-    "speech_tokenizer": ("speech_tokenizer_v2.onnx", "speech tokenizer (whisper log-mel 128 @ 16 kHz -> 25 Hz tokens)"),
+    "speech_tokenizer": ("{speech_tokenizer}", "speech tokenizer (whisper log-mel 128 @ 16 kHz -> 25 Hz tokens)"),
     "tokenizer_vocab": (f"{QWEN_DIR}/vocab.json", "Qwen2 BPE vocabulary"),
     "tokenizer_merges": (f"{QWEN_DIR}/merges.txt", "Qwen2 BPE merges"),
     "tokenizer_config": (f"{QWEN_DIR}/tokenizer_config.json", "Qwen2 tokenizer config (special tokens)"),
 }
+
+SPEECH_TOKENIZER = {"cosyvoice2": "speech_tokenizer_v2.onnx", "cosyvoice3": "speech_tokenizer_v3.onnx"}
 
 
 @dataclass
@@ -31,9 +34,29 @@ class PackResult:
     seconds: float = 0.0
 
 
+def added_special_tokens(bundle: Bundle) -> list[str]:
+    """The special tokens upstream's tokenizer class for this family adds after Qwen2's (upstream's order), read
+    from an instance of that class over the bundle's CosyVoice-BlankEN/ (the runtime has no list of its own)."""
+    from exporters.model.upstream import require_upstream
+
+    require_upstream()
+    from cosyvoice.tokenizer.tokenizer import get_qwen_tokenizer
+
+    tok = get_qwen_tokenizer(str(bundle.qwen_dir), skip_special_tokens=True, version=bundle.family)
+    return [str(t) for t in tok.special_tokens["additional_special_tokens"]]
+
+
 def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
     out = {}
+    rel = "frontend/added_special_tokens.json"
+    writer.path(rel).write_text(json.dumps(added_special_tokens(bundle), ensure_ascii=False, indent=0) + "\n")
+    out["added_special_tokens"] = {
+        "file": rel,
+        **file_record(writer.path(rel)),
+        "doc": "special tokens upstream's tokenizer adds after Qwen2's, in its order (ids from 151646 on)",
+    }
     for key, (rel, doc) in FRONTEND_FILES.items():
+        rel = rel.format(speech_tokenizer=SPEECH_TOKENIZER[bundle.family])
         src = bundle.root / rel
         dst_rel = f"frontend/{Path(rel).name}"
         dst = writer.path(dst_rel)
@@ -61,7 +84,7 @@ def export_pack(
     if verify_official:
         checked = bundle.verify_official()
         log(f"official size/sha256 verified: {', '.join(checked)}")
-    exporters = resolve(graphs)
+    exporters = resolve(graphs, bundle.family)  # before any work: a family without exporters is refused
     with PackWriter(out, overwrite=overwrite) as writer:  # validates --out before the slow work
         log(f"loading {bundle.family} bundle {bundle.root}")
         model = bundle.build(with_llm=True)

@@ -14,11 +14,21 @@ from pathlib import Path
 
 from exporters.random.calibration import Calibration, calibrate_hift, calibrate_llm_head, jitter_constant_tensors
 from exporters.random.config import ARCH, SIZES, TOKENIZER_CONFIG, qwen_config, render_yaml, tokenizer_source
+from exporters.random.config_v3 import V3_ARCH, render_v3_yaml
 from specs.errors import ToolError
 
+# family -> (yaml file name, speech tokenizer file name) of the official layout
+FAMILY_FILES = {
+    "cosyvoice2": ("cosyvoice2.yaml", "speech_tokenizer_v2.onnx"),
+    "cosyvoice3": ("cosyvoice3.yaml", "speech_tokenizer_v3.onnx"),
+}
 
-def make_random_bundle(out: Path, size: str, seed: int, progress=None, calibrate: bool = True) -> Path:
-    """Write a CosyVoice2 bundle with seeded random weights into `out` (atomically).
+
+def make_random_bundle(
+    out: Path, size: str, seed: int, progress=None, calibrate: bool = True, family: str = "cosyvoice2"
+) -> Path:
+    """Write a CosyVoice2 (or, with family="cosyvoice3", a Fun-CosyVoice3) bundle with seeded random weights
+    into `out` (atomically), in the official layout.
 
     `calibrate=False` keeps upstream's own initialisation (the modules as `build_modules` makes them under
     `torch.manual_seed(seed)`: no jitter, no calibration), e.g. to check that the export gates are not tuned
@@ -36,11 +46,14 @@ def make_random_bundle(out: Path, size: str, seed: int, progress=None, calibrate
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         step = progress or (lambda msg: None)
-        step(f"writing {size} config")
-        (tmp / "cosyvoice2.yaml").write_text(render_yaml(size))
+        if family not in FAMILY_FILES:
+            raise ToolError("--family", f"unknown family {family!r}", f"one of {', '.join(FAMILY_FILES)}")
+        yaml_name, tokenizer_name = FAMILY_FILES[family]
+        step(f"writing {size} {family} config")
+        (tmp / yaml_name).write_text(render_v3_yaml(size) if family == "cosyvoice3" else render_yaml(size))
         qdir = tmp / "CosyVoice-BlankEN"
         qdir.mkdir()
-        (qdir / "config.json").write_text(json.dumps(qwen_config(size), indent=2) + "\n")
+        (qdir / "config.json").write_text(json.dumps(qwen_config(size, family), indent=2) + "\n")
         (qdir / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
         src = tokenizer_source()
         shutil.copyfile(src / "vocab.json", qdir / "vocab.json")
@@ -50,9 +63,11 @@ def make_random_bundle(out: Path, size: str, seed: int, progress=None, calibrate
         from exporters.model.config import build_modules
 
         torch.manual_seed(seed)
-        model = build_modules(tmp / "cosyvoice2.yaml", "cosyvoice2", qdir)
+        model = build_modules(tmp / yaml_name, family, qdir)
         cal = Calibration()
-        if calibrate:
+        if calibrate and family == "cosyvoice3":
+            cal.notes.append("cosyvoice3: upstream's own initialisation (no calibration written for v3 yet)")
+        elif calibrate:
             step("randomising and calibrating weights")
             gen = torch.Generator().manual_seed(seed + 1)
             for module in (model.llm, model.flow, model.hift):
@@ -65,18 +80,19 @@ def make_random_bundle(out: Path, size: str, seed: int, progress=None, calibrate
         torch.save(model.llm.state_dict(), tmp / "llm.pt")
         torch.save(model.flow.state_dict(), tmp / "flow.pt")
         torch.save(model.hift.state_dict(), tmp / "hift.pt")
-        step("writing stand-in campplus.onnx and speech_tokenizer_v2.onnx")
+        step(f"writing stand-in campplus.onnx and {tokenizer_name}")
         from exporters.random.standins import write_campplus_standin, write_speech_tokenizer_standin
 
         write_campplus_standin(tmp / "campplus.onnx", seed)
-        write_speech_tokenizer_standin(tmp / "speech_tokenizer_v2.onnx", seed)
+        write_speech_tokenizer_standin(tmp / tokenizer_name, seed)
         (tmp / "random_init.json").write_text(
             json.dumps(
                 {
+                    "family": family,
                     "size": size,
                     "seed": seed,
-                    "calibrated": calibrate,
-                    "arch": asdict(ARCH[size]),
+                    "calibrated": calibrate and family != "cosyvoice3",
+                    "arch": asdict(V3_ARCH[size] if family == "cosyvoice3" else ARCH[size]),
                     "calibration": asdict(cal),
                 },
                 indent=2,

@@ -248,8 +248,11 @@ def render_yaml(size: str) -> str:
     return _YAML.format(a=a, size=size, channels=list(a.est_channels))
 
 
-def qwen_config(size: str) -> dict:
-    a = ARCH[size]
+def qwen_config(size: str, family: str = "cosyvoice2") -> dict:
+    """CosyVoice-BlankEN/config.json of a random bundle: Qwen2 sizes of `family` at `size`."""
+    from exporters.random.config_v3 import V3_ARCH
+
+    a = V3_ARCH[size] if family == "cosyvoice3" else ARCH[size]
     return {
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",

@@ -1,9 +1,10 @@
-"""CosyVoice2's text tokenizer on HF `tokenizers`: Qwen2 byte-level BPE plus CosyVoice2's special tokens.
+"""CosyVoice2/3's text tokenizer on HF `tokenizers`: Qwen2 byte-level BPE plus the family's special tokens.
 
 Equal to upstream `CosyVoice2Tokenizer.encode` (transformers' Qwen2TokenizerFast + add_special_tokens):
 NFC normalizer, Qwen2's split regex, byte-level mapping, BPE with the bundle's merges, no BOS/EOS. Special
 tokens are matched verbatim before normalisation and BPE: the three Qwen2 ones (151643-151645, ids from
-tokenizer_config.json when present) and CosyVoice2's 17 (151646-151662, upstream's list order).
+tokenizer_config.json when present) and the family's (CosyVoice2: 17, ids 151646-151662; CosyVoice3: 278,
+up to 151923), in upstream's list order, which a pack carries in frontend/added_special_tokens.json.
 
 Without merges.txt, merge ranks are recovered from vocab.json: a Qwen2 vocabulary is ordered by merge
 (token id 256 + i is the result of merge i), so each token's merge is the last step of BPE over its own
@@ -60,9 +61,12 @@ class TextTokenizer:
         vocab_path: str | Path,
         merges_path: str | Path | None = None,
         tokenizer_config_path: str | Path | None = None,
+        added_specials: Sequence[str] = COSYVOICE2_SPECIAL_TOKENS,
     ) -> TextTokenizer:
         """merges_path None: merges recovered from the vocabulary; tokenizer_config_path None: Qwen2's
-        three specials at 151643-151645."""
+        three specials at 151643-151645; `added_specials`: the family's special tokens after Qwen2's, in
+        upstream's order (CosyVoice2's 17 by default; a CosyVoice3 pack carries its 278 in
+        frontend/added_special_tokens.json)."""
         vocab = read_json(Path(vocab_path), "file", "Qwen2 vocab.json (token -> id)")
         if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
             raise ToolError(vocab_path, "is not a token -> id mapping", "Qwen2's vocab.json")
@@ -72,7 +76,8 @@ class TextTokenizer:
             merges = merges_from_vocab(bpe_vocab, where=str(vocab_path))
         else:
             merges = read_merges(Path(merges_path))
-        return cls(_build_backend(bpe_vocab, merges, base_specials, vocab_path), _special_ids(base_specials))
+        specials = _special_ids(base_specials, added_specials)
+        return cls(_build_backend(bpe_vocab, merges, specials, base_specials, vocab_path), specials)
 
     @classmethod
     def from_pack(cls, pack) -> TextTokenizer:
@@ -84,16 +89,27 @@ class TextTokenizer:
                 "frontend section lists no tokenizer_vocab",
                 "a pack exported with its bundle's CosyVoice-BlankEN/vocab.json",
             )
-        if pack.family != "cosyvoice2":
-            raise ToolError(
-                pack.root / "manifest.json", f"text tokenizer for {pack.family} is not implemented", "a cosyvoice2 pack"
-            )
 
         def path_of(key):  # optional files: merges are derived, specials defaulted when absent
             path = pack.root / files[key]["file"] if key in files else None
             return path if path is not None and path.is_file() else None
 
-        return cls.from_files(path_of("tokenizer_vocab"), path_of("tokenizer_merges"), path_of("tokenizer_config"))
+        added_path = path_of("added_special_tokens")
+        if added_path is not None:
+            added = read_json(added_path, "file", "a JSON list of the family's added special tokens")
+            if not isinstance(added, list) or not all(isinstance(t, str) for t in added):
+                raise ToolError(added_path, "is not a list of strings", "the added special tokens, upstream's order")
+        elif pack.family == "cosyvoice2":  # packs written before the list was shipped
+            added = list(COSYVOICE2_SPECIAL_TOKENS)
+        else:
+            raise ToolError(
+                pack.root / "manifest.json",
+                f"frontend section lists no added_special_tokens for this {pack.family} pack",
+                "a pack written by tts-export (frontend/added_special_tokens.json)",
+            )
+        return cls.from_files(
+            path_of("tokenizer_vocab"), path_of("tokenizer_merges"), path_of("tokenizer_config"), added
+        )
 
     # ---- use ---------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -166,12 +182,25 @@ def _base_specials(config_path: Path | None) -> dict[str, int]:
     return found or dict(QWEN2_SPECIAL_TOKENS)
 
 
-def _special_ids(base_specials: dict[str, int]) -> dict[str, int]:
+def _special_ids(base_specials: dict[str, int], added: Sequence[str]) -> dict[str, int]:
+    """Ids as transformers' add_special_tokens gives them: tokens already present keep theirs (upstream's lists
+    repeat <|im_start|> / <|im_end|>), the others get the next free ids in list order."""
     next_id = max(base_specials.values()) + 1
-    return {**base_specials, **{t: next_id + k for k, t in enumerate(COSYVOICE2_SPECIAL_TOKENS)}}
+    ids = dict(base_specials)
+    for t in added:
+        if t not in ids:
+            ids[t] = next_id
+            next_id += 1
+    return ids
 
 
-def _build_backend(vocab: dict[str, int], merges: list[tuple[str, str]], base_specials: dict[str, int], where):
+def _build_backend(
+    vocab: dict[str, int],
+    merges: list[tuple[str, str]],
+    specials: dict[str, int],
+    base_specials: dict[str, int],
+    where,
+):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
 
@@ -205,7 +234,6 @@ def _build_backend(vocab: dict[str, int], merges: list[tuple[str, str]], base_sp
         ]
     )
     tok.decoder = decoders.ByteLevel()
-    specials = _special_ids(base_specials)
     # Added one by one in id order, so each gets the next free id; checked below.
     for content in sorted(specials, key=specials.__getitem__):
         tok.add_special_tokens(
