@@ -80,6 +80,17 @@ def test_v3_parity_zero_shot_prompt(engine, tiny_v3_model, stream):
     check_parity(engine, tiny_v3_model, Prompt.from_inputs(inputs), stream)
 
 
+@needs_shared_data
+def test_v3_parity_cross_lingual_prompt(engine, tiny_v3_model):
+    """Cross-lingual: the flow gets the prompt's voice, the LLM no prompt speech; its prompt text is the pack's
+    default instruction, as the runtime adds it (upstream's examples write it at the start of the text instead:
+    the same LLM input sequence, but upstream then counts its tokens in the min/max length rule)."""
+    from runtime.session import Prompt
+
+    inputs = engine.prompt_frontend.zero_shot(DATA_DIR / "cross_lingual_prompt.wav", "")
+    check_parity(engine, tiny_v3_model, Prompt.from_inputs(inputs, cross_lingual=True), True)
+
+
 def test_v3_streaming_differs_from_offline_only_as_upstreams_does(engine, tiny_v3_model):
     """Chunked vs monolithic: the causal HiFT is exact over growing mel (tests/test_v3_hift.py), but the DiT's
     streaming calls use the 50-frame block-causal mask and the final call full attention, so upstream's own

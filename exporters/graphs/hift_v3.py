@@ -301,27 +301,27 @@ class HiftV3Exporter(GraphExporter):
         }
 
     def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
-        """fp16 for TensorRT only, source, F0 and magnitude paths fp32 (as CosyVoice2's hift)."""
+        """Declared but offered on no backend: the v3 vocoder stays fp32 (TensorRT plans it in fp32 only)."""
         keep = Fp32Keep(
             ops=NORM_SOFTMAX + ("Exp", "Sin", "Cos", "CumSum", "Div", "Atan", "Log"),
             name_patterns=(r"^/source/", r"f0_predictor"),
             paths=(("Exp", "audio"),),
-            reason="the harmonic source integrates phase over the whole utterance (cumsum of f0/sr x 2 pi x "
-            "480: up to ~1e6 rad, fp16 cannot hold it) and the F0 that drives it (upstream runs F0 in float64); "
-            "the magnitude path exp -> clip -> polar -> ISTFT -> audio needs fp32 range and precision",
+            reason="what an fp16 HiFT would have to keep: the harmonic source integrates phase over the whole "
+            "utterance (cumsum of f0/sr x 2 pi x 480: up to ~1e6 rad), the F0 that drives it (upstream runs F0 in "
+            "float64), the magnitude path exp -> clip -> polar -> ISTFT -> audio",
         )
         tol = {
             "audio": Tolerance(
                 atol=2e-2,
                 rtol=0.0,
-                reason="fp16 convs with fp32 source, F0 and magnitude path; audio in [-0.99, 0.99]: 2e-2 is "
-                "-34 dBFS, still far below a broken engine (CosyVoice2 hift's budget). Initial budget, not yet "
-                "measured on TensorRT",
+                reason="not offered: CosyVoice3's HiFT stays fp32 until a clamp of the Snake activations is "
+                "proven (peers report fp16 F0-predictor intermediates up to ~2e4 and F0 errors of 1.6 Hz, "
+                "shared/notes v1-v3-export.md §3); no fp16 HiFT graph has been measured here",
             )
         }
         return {
             "fp16": PrecisionPolicy(
-                "fp16", "float16", tol, ("tensorrt",), keep, doc="TensorRT fp16 plans only (as CosyVoice2's hift)"
+                "fp16", "float16", tol, (), keep, doc="not offered on any backend: the v3 vocoder is fp32 only"
             )
         }
 
