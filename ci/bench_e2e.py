@@ -10,7 +10,9 @@ its own), loads its models, does one short warm-up, then the measured run. Print
 TTFA (first audio chunk), wall time, audio seconds, RTF, peak RSS; then the ratios runtime / upstream and
 whether the two outputs agree (speech tokens identical; PCM within the end-to-end parity bounds).
 
-Targets: TTFA <= 0.5 x upstream's and RTF <= 0.5 x upstream's at FP32, same outputs. Upstream's streaming
+Targets: TTFA <= 0.5 x upstream's and RTF <= 0.5 x upstream's at FP32, same outputs. The runtime runs twice,
+as tts-run does by default (sequential) and pipelined (`tts-run --pipeline`: LLM on its own thread), which must
+give the same bytes. Upstream's streaming
 loop polls with `time.sleep(0.1)` per iteration: that is part of its real TTFA and is measured as is.
 
     flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2] [--family v3]
@@ -69,11 +71,15 @@ def worker(side: str, args) -> dict:
     tokenizer = TextTokenizer.from_pack(pack)
     sample_rate = pack.chunk_policy.sample_rate
     t_load = time.perf_counter()
-    if side == "runtime":
+    if side in ("runtime", "pipelined", "pipelined-split"):
         from runtime.engine import PackEngine
         from runtime.session import TtsSession
 
-        engine = PackEngine.get(pack_dir, threads=args.threads)
+        # pipelined-split: the thread budget split between the stages (LLM N//2, flow + vocoder the rest)
+        split = side == "pipelined-split"
+        llm_threads = max(1, args.threads // 2) if split else None
+        stage_threads = max(1, args.threads - args.threads // 2) if split else args.threads
+        engine = PackEngine.get(pack_dir, threads=stage_threads, llm_threads=llm_threads)
         params, stops = engine.llm.params, engine.llm.facts["stop_tokens"]
         load = time.perf_counter() - t_load
 
@@ -83,6 +89,7 @@ def worker(side: str, args) -> dict:
                 seed=args.seed,
                 stream=True,
                 sampler_factory=lambda i: never_stop_sampler(derive_seed(args.seed, i, 0), params, stops),
+                pipeline=side != "runtime",  # tts-run --pipeline; "runtime" is the default (sequential)
             )
             t0 = time.perf_counter()
             s.synthesize(text)
@@ -149,7 +156,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text", default=TEXT, help="the utterance (speech tokens = 20 x its text tokens)")
     ap.add_argument("--family", choices=sorted(FAMILIES), default="v2", help="v2 (CosyVoice2) or v3 (Fun-CosyVoice3)")
-    ap.add_argument("--side", choices=["runtime", "upstream"], help=argparse.SUPPRESS)
+    ap.add_argument("--side", choices=["runtime", "pipelined", "pipelined-split", "upstream"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
         print(json.dumps(worker(args.side, args)))
@@ -164,7 +171,7 @@ def main() -> int:
         print(f"ERROR | {pack_dir} is missing. Note: make it with tts-export --model-dir {bundle} --out {pack_dir}")
         return 1
     res = {}
-    for side in ("upstream", "runtime"):
+    for side in ("upstream", "runtime", "pipelined", "pipelined-split"):
         cmd = [
             sys.executable,
             __file__,
@@ -193,11 +200,23 @@ def main() -> int:
             f"{side:<10} {r['load_s']:8.2f} {r['ttfa_s']:8.2f} {r['wall_s']:8.2f} {r['audio_s']:8.2f} "
             f"{r['rtf']:7.3f} {r['peak_rss_mb']:12.0f}"
         )
-    u, o = res["upstream"], res["runtime"]
+    u, o, q = res["upstream"], res["runtime"], res["pipelined"]
     print(
         f"runtime / upstream: TTFA {o['ttfa_s'] / u['ttfa_s']:.2f}x (target <= 0.5) | RTF {o['rtf'] / u['rtf']:.2f}x "
         f"(target <= 0.5) | peak RSS {o['peak_rss_mb'] / u['peak_rss_mb']:.2f}x"
     )
+    sq = res["pipelined-split"]
+    half = max(1, args.threads // 2)
+    for label, r in ((f"pipelined, {args.threads} threads per stage", q),
+                     (f"pipelined, LLM {half} / flow+vocoder {args.threads - half} threads", sq)):  # fmt: skip
+        print(f"{label} / sequential: TTFA {r['ttfa_s'] / o['ttfa_s']:.2f}x | RTF {r['rtf'] / o['rtf']:.2f}x")
+    best = min(("sequential", o), ("pipelined", q), ("pipelined-split", sq), key=lambda kv: kv[1]["rtf"])
+    print(f"thread budget: best RTF with {best[0]} ({best[1]['rtf']:.3f})")
+    # same threads per graph: bitwise equal; the split run changes thread counts, so only the last bits (README)
+    seq = np.load(args.work / f"bench_e2e_{args.family}_runtime.npy")
+    if not np.array_equal(np.load(args.work / f"bench_e2e_{args.family}_pipelined.npy"), seq):
+        print("FAILED | pipelined and sequential runtime PCM differ (they must be bitwise equal)")
+        return 1
     a = np.load(args.work / f"bench_e2e_{args.family}_runtime.npy").astype(np.int64)
     b = np.load(args.work / f"bench_e2e_{args.family}_upstream.npy").astype(np.int64)
     same_tokens = o["speech_tokens"] == u["speech_tokens"]

@@ -43,6 +43,7 @@ class PackEngine:
         trt: str = "auto",
         trt_chunk: str = "stream",
         verify: bool = True,
+        llm_threads: int | None = None,
     ):
         """`trt`: 'off', a plan precision ('fp16'/'fp32'), or 'auto' (on a CUDA device, the pack's fp16 plans,
         else its fp32 ones; none on CPU). Graphs with a matching plan for `trt_chunk` ('stream'/'offline') run
@@ -76,6 +77,7 @@ class PackEngine:
         for g in graphs:  # graph facts that repeat the policy (rates, caches) must agree with it
             check_policy_facts(pack.chunk_policy, pack.graph(g).spec())
         self.threads = threads
+        self.llm_threads = llm_threads if llm_threads is not None else threads  # the LLM's own budget, if split
         self.plans_used: list[str] = []
         flow_graphs = (CONDITION_GRAPHS[family], ESTIMATOR)
         self.flow = FlowStage(
@@ -105,8 +107,9 @@ class PackEngine:
         trt: str = "auto",
         trt_chunk: str = "stream",
         verify: bool = True,
+        llm_threads: int | None = None,
     ) -> PackEngine:
-        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk, verify)
+        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk, verify, llm_threads)
         with _LOCK:
             if key not in _ENGINES:
                 _ENGINES[key] = cls(
@@ -117,6 +120,7 @@ class PackEngine:
                     trt=trt,
                     trt_chunk=trt_chunk,
                     verify=verify,
+                    llm_threads=llm_threads,
                 )
             return _ENGINES[key]
 
@@ -155,7 +159,7 @@ class PackEngine:
                 self.pack,
                 graph=self.llm_graph,
                 device=self.device,
-                threads=self.threads,
+                threads=self.llm_threads,
                 session=self._plan_session(self.llm_graph),
             )
         return self._llm

@@ -297,4 +297,7 @@ def test_sigterm_during_export_leaves_no_debris(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 143, err.decode()[-2000:]
     assert "interrupted by SIGTERM" in one_error(err.decode())
-    assert list(tmp.iterdir()) == [] and not (tmp_path / "out").exists()
+    # ours: the random bundle's cosyvoice-random-* directory; libraries keep their own files there (ONNX Runtime
+    # its .ses session id, torch its torchinductor_* cache), which a finished export leaves as well
+    ours = [x.name for x in tmp.iterdir() if x.name not in (".ses",) and not x.name.startswith("torchinductor_")]
+    assert ours == [] and not (tmp_path / "out").exists()
