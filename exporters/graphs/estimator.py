@@ -22,6 +22,33 @@ from specs.precision import Fp32Keep, PrecisionPolicy
 MAX_FRAMES = 3000  # 60 s of mel at 50 Hz, prompt included (upstream's TRT profile max)
 
 
+def cfg_velocity_io(mel: int, mu_dim: int, spk: int, chunk: int, mu_doc: str, velocity_doc: str) -> dict:
+    """Inputs, outputs and dims of a flow-matching velocity graph called once per Euler step with classifier-free
+    guidance in one batch of 2 (row 0 conditional, row 1 with mu, spks, cond zeroed), as both families' flows are."""
+    t = lambda n, s, d: TensorSpec(n, "float32", s, d)  # noqa: E731
+    return {
+        "inputs": [
+            t("x", [2, mel, "frames"], "current ODE state; both rows equal"),
+            t("mask", [2, 1, "frames"], "1.0 for valid frames (all ones for one utterance)"),
+            t("mu", [2, mu_dim, "frames"], f"row 0: {mu_doc}; row 1: zeros"),
+            t("t", [2], "ODE time of this step, both rows equal"),
+            t("spks", [2, spk], "row 0: projected speaker embedding; row 1: zeros"),
+            t("cond", [2, mel, "frames"], "row 0: prompt mel in the first frames, zeros after; row 1: zeros"),
+            TensorSpec(
+                "streaming",
+                "bool",
+                [1],
+                f"true: block-causal attention with {chunk}-frame chunks (non-final streaming chunks); "
+                "false: full attention (final chunk, offline)",
+            ),
+        ],
+        "outputs": [t("velocity", [2, mel, "frames"], velocity_doc)],
+        "dims": {
+            "frames": Dim(1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)", role="frames")
+        },
+    }
+
+
 class EstimatorExporter(GraphExporter):
     name = "flow.decoder.estimator"
     opset = 18
@@ -32,34 +59,13 @@ class EstimatorExporter(GraphExporter):
         c = int(est.static_chunk_size)
         mel = int(model.flow.output_size)
         spk = int(model.flow.decoder.estimator.in_channels) - 3 * mel  # in = x + mu + spks + cond
-        t = lambda n, s, d: TensorSpec(n, "float32", s, d)  # noqa: E731
         return GraphSpec(
             graph=self.name,
             description="Flow-matching velocity field v(x, t | mu, spks, cond) of the CosyVoice2 flow decoder "
             "(causal U-Net), for one Euler step with classifier-free guidance: batch row 0 is "
             "conditional, row 1 unconditional (mu, spks, cond zeroed). The runtime combines "
             "v = (1 + cfg) * v0 - cfg * v1 and steps x += dt * v.",
-            inputs=[
-                t("x", [2, mel, "frames"], "current ODE state; both rows equal"),
-                t("mask", [2, 1, "frames"], "1.0 for valid frames (all ones for one utterance)"),
-                t("mu", [2, mel, "frames"], "row 0: flow encoder output; row 1: zeros"),
-                t("t", [2], "ODE time of this step, both rows equal"),
-                t("spks", [2, spk], "row 0: projected speaker embedding; row 1: zeros"),
-                t("cond", [2, mel, "frames"], "row 0: prompt mel in the first frames, zeros after; row 1: zeros"),
-                TensorSpec(
-                    "streaming",
-                    "bool",
-                    [1],
-                    f"true: block-causal attention with {c}-frame chunks (non-final streaming chunks); "
-                    "false: full attention (final chunk, offline)",
-                ),
-            ],
-            outputs=[t("velocity", [2, mel, "frames"], "estimated velocity, times mask")],
-            dims={
-                "frames": Dim(
-                    1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)", role="frames"
-                )
-            },
+            **cfg_velocity_io(mel, mel, spk, c, "flow encoder output", "estimated velocity, times mask"),
             tolerances={
                 "velocity": Tolerance(
                     atol=2e-4,

@@ -23,7 +23,7 @@ import contextlib
 import numpy as np
 
 from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter
-from exporters.graphs.estimator import MAX_FRAMES, EstimatorExporter
+from exporters.graphs.estimator import MAX_FRAMES, EstimatorExporter, cfg_velocity_io
 from exporters.graphs.flow_common import cfm_facts, traceable_chunk_mask
 from exporters.graphs.flow_encoder import FlowEncoderExporter, upstream_pre_ode
 from specs.io_spec import Dim, GraphSpec, TensorSpec, TestCase, Tolerance
@@ -285,34 +285,15 @@ class EstimatorV3Exporter(EstimatorExporter):
         mel = int(flow.output_size)
         mu_dim = int(flow.pre_lookahead_layer.in_channels)
         spk = int(est.input_embed.spk_dim)
-        t = lambda n, s, d: TensorSpec(n, "float32", s, d)  # noqa: E731
         return GraphSpec(
             graph=self.name,
             description="Flow-matching velocity field v(x, t | mu, spks, cond) of the CosyVoice3 flow decoder "
             f"(DiT, {len(est.transformer_blocks)} blocks of width {int(est.dim)}), for one Euler step with "
             "classifier-free guidance: batch row 0 is conditional, row 1 unconditional (mu, spks, cond zeroed). "
             "The runtime combines v = (1 + cfg) * v0 - cfg * v1 and steps x += dt * v.",
-            inputs=[
-                t("x", [2, mel, "frames"], "current ODE state; both rows equal"),
-                t("mask", [2, 1, "frames"], "1.0 for valid frames (all ones for one utterance)"),
-                t("mu", [2, mu_dim, "frames"], "row 0: flow.prep output mu; row 1: zeros"),
-                t("t", [2], "ODE time of this step, both rows equal"),
-                t("spks", [2, spk], "row 0: projected speaker embedding; row 1: zeros"),
-                t("cond", [2, mel, "frames"], "row 0: prompt mel in the first frames, zeros after; row 1: zeros"),
-                TensorSpec(
-                    "streaming",
-                    "bool",
-                    [1],
-                    f"true: block-causal attention with {c}-frame chunks (non-final streaming chunks); "
-                    "false: full attention (final chunk, offline)",
-                ),
-            ],
-            outputs=[t("velocity", [2, mel, "frames"], "estimated velocity (not multiplied by mask)")],
-            dims={
-                "frames": Dim(
-                    1, 500, MAX_FRAMES, "mel frames of prompt + generated speech so far (50 Hz)", role="frames"
-                )
-            },
+            **cfg_velocity_io(
+                mel, mu_dim, spk, c, "flow.prep output mu", "estimated velocity (not multiplied by mask)"
+            ),
             tolerances={
                 "velocity": Tolerance(
                     atol=2e-4,
