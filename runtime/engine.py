@@ -85,6 +85,9 @@ class PackEngine:
         )
         self.vocoder_sessions = {g: self._plan_session(g) or self._ort_session(g) for g in graphs[2:]}
         self.hift_session = self.vocoder_sessions[graphs[2]]
+        self._sine_noise = (  # CosyVoice3's fixed vocoder noise: opened once, shared by every utterance
+            RecomputeVocoder.pack_noise(pack, self.hift_session) if pack.chunk_policy.vocoder == "recompute" else None
+        )
         self.llm_graph = llm_graph
         self._llm = None
         self._tokenizer = None
@@ -93,8 +96,11 @@ class PackEngine:
     def new_vocoder(self, seed: int):
         """A vocoder stage for one utterance: CosyVoice2's cached/cross-faded HiFT (noise seeded per utterance) or
         CosyVoice3's recomputing causal HiFT (fixed noise from the pack)."""
-        if self.chunk_policy.vocoder == "recompute":
-            return RecomputeVocoder.from_pack(self.pack, self.vocoder_sessions)
+        if self._sine_noise is not None:  # the pack's chunk policy says vocoder: recompute
+            sessions = self.vocoder_sessions
+            return RecomputeVocoder(
+                sessions[RECOMPUTE_HIFT], sessions[RECOMPUTE_HIFT_FINAL], self.chunk_policy, self._sine_noise
+            )
         return VocoderStage(self.hift_session, self.chunk_policy, seed=seed)
 
     @classmethod

@@ -39,11 +39,10 @@ class RecomputeVocoder:
         self.noise = noise  # (1, samples, harmonics), memory-mapped pack data
         self.reset()
 
-    @classmethod
-    def from_pack(cls, pack: Pack, sessions: dict[str, Runner]) -> RecomputeVocoder:
-        spec = sessions[GRAPH].spec
-        ref = str(spec.facts["noise"]["data"])
-        return cls(sessions[GRAPH], sessions[FINAL_GRAPH], pack.chunk_policy, pack.data(ref))
+    @staticmethod
+    def pack_noise(pack: Pack, session: Runner) -> np.ndarray:
+        """The fixed sine noise the graph's facts name (memory-mapped pack data): opened once per engine."""
+        return pack.data(str(session.spec.facts["noise"]["data"]))
 
     def reset(self) -> None:
         self._mel = np.zeros((1, self.mel_bins, 0), np.float32)
