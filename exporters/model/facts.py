@@ -29,8 +29,9 @@ def model_config(model) -> dict:
         "flow": flow_cfg,
         "hift": {
             # CosyVoice3's causal upsampling layers are Upsample + conv (stride 1): the rate is the Upsample's
-            "upsample_rates": [int(getattr(getattr(m, "upsample", None), "scale_factor", 0) or m.stride[0])
-                               for m in hift.ups],  # fmt: skip
+            "upsample_rates": [
+                int(getattr(getattr(m, "upsample", None), "scale_factor", 0) or m.stride[0]) for m in hift.ups
+            ],  # fmt: skip
             "istft_n_fft": int(hift.istft_params["n_fft"]),
             "istft_hop": int(hift.istft_params["hop_len"]),
             "samples_per_mel_frame": int(hift.f0_upsamp.scale_factor),
@@ -59,55 +60,37 @@ def model_config(model) -> dict:
 
 def chunk_policy(model) -> ChunkPolicy:
     """The streaming schedule of the bundle's upstream model class (CosyVoice2Model / CosyVoice3Model)."""
+    from cosyvoice.cli.model import CosyVoice2Model, CosyVoice3Model
+
     if model.family == "cosyvoice3":
-        return chunk_policy_v3(model)
-    return chunk_policy_v2(model)
-
-
-def chunk_policy_v3(model) -> ChunkPolicy:
-    """Upstream CosyVoice3Model's stream: v2's hop schedule (25+pad, 50, 100, ...; lookahead 3), but the causal
-    HiFT re-runs over all mel so far and only new samples are emitted: no mel/source cache, no cross-fade."""
-    from cosyvoice.cli.model import CosyVoice3Model
-
-    up = CosyVoice3Model(model.llm, model.flow, model.hift)
+        # v2's hop schedule (25+pad, 50, 100, ...; lookahead 3), but the causal HiFT re-runs over all mel so far
+        # and only new samples are emitted: no mel/source cache, no cross-fade
+        up = CosyVoice3Model(model.llm, model.flow, model.hift)
+        vocoder = {
+            "mel_cache_len": 0,
+            "source_cache_len": 0,
+            "crossfade": Crossfade("hamming", 0),
+            "vocoder": "recompute",
+        }
+    else:
+        up = CosyVoice2Model(model.llm, model.flow, model.hift)
+        vocoder = {
+            "mel_cache_len": int(up.mel_cache_len),
+            "source_cache_len": int(up.source_cache_len),
+            "crossfade": Crossfade("hamming", int(len(up.speech_window))),
+        }
     policy = ChunkPolicy(
         token_hop_len=int(up.token_hop_len),
         token_max_hop_len=int(up.token_max_hop_len),
         stream_scale_factor=int(up.stream_scale_factor),
         pre_lookahead_len=int(model.flow.pre_lookahead_len),
         token_mel_ratio=int(model.flow.token_mel_ratio),
-        mel_cache_len=0,
-        source_cache_len=0,
-        samples_per_mel_frame=int(model.hift.f0_upsamp.scale_factor),
-        output_chunk_samples=int(model.sample_rate // 25),
-        crossfade=Crossfade("hamming", 0),
-        hop_growth="per_request",
-        vocoder="recompute",
-        sample_rate=int(model.sample_rate),
-    )
-    policy.check("the chunk policy of upstream CosyVoice3Model for this bundle")
-    return policy
-
-
-def chunk_policy_v2(model) -> ChunkPolicy:
-    """Upstream CosyVoice2Model's streaming schedule, read from an instance of the upstream class."""
-    from cosyvoice.cli.model import CosyVoice2Model
-
-    up = CosyVoice2Model(model.llm, model.flow, model.hift)
-    policy = ChunkPolicy(
-        token_hop_len=int(up.token_hop_len),
-        token_max_hop_len=int(up.token_max_hop_len),
-        stream_scale_factor=int(up.stream_scale_factor),
-        pre_lookahead_len=int(model.flow.pre_lookahead_len),
-        token_mel_ratio=int(model.flow.token_mel_ratio),
-        mel_cache_len=int(up.mel_cache_len),
-        source_cache_len=int(up.source_cache_len),
         samples_per_mel_frame=int(model.hift.f0_upsamp.scale_factor),
         output_chunk_samples=int(model.sample_rate // 25),  # tts-run's fixed 40 ms chunks (the last may be shorter)
-        crossfade=Crossfade("hamming", int(len(up.speech_window))),
         # The hop restarts per request; upstream keeps the grown hop across requests (its PR #1849).
         hop_growth="per_request",
         sample_rate=int(model.sample_rate),
+        **vocoder,
     )
-    policy.check("the chunk policy of upstream CosyVoice2Model for this bundle")
+    policy.check(f"the chunk policy of upstream {type(up).__name__} for this bundle")
     return policy
