@@ -55,6 +55,10 @@ TRT_DECODE_MAX_NEW = 64
 INT8 = {"bits": 8, "block_size": 32, "accuracy_level": 4}
 
 
+def _table(weight) -> np.ndarray:
+    return weight.detach().numpy().astype(np.float32)
+
+
 def llm_sizes(llm) -> dict:
     cfg = llm.llm.model.config
     heads = int(cfg.num_attention_heads)
@@ -376,18 +380,25 @@ class LLMExporter(GraphExporter):
         step("deep_decode", speech_row(), cache_arrays(cache), cache)
         return out
 
-    def data(self, model):
+    @staticmethod
+    def speech_embedding_doc(llm) -> str:
+        return (
+            "speech token embedding (speech_token_size + 3, hidden): prompt speech tokens "
+            "and each generated token's next input"
+        )
+
+    def embedding_tables(self, model) -> dict:
+        """The text and speech embedding tables every family's LLM step reads its inputs from (pack data)."""
         llm = model.llm
-        table = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
         return {
             "llm.embed_tokens": (
-                table(llm.llm.model.model.embed_tokens.weight),
+                _table(llm.llm.model.model.embed_tokens.weight),
                 "Qwen2 text embedding (text_vocab_size, hidden): rows for prompt_text ++ text ids",
             ),
-            "llm.speech_embedding": (
-                table(llm.speech_embedding.weight),
-                "speech token embedding (speech_token_size + 3, hidden): prompt speech tokens "
-                "and each generated token's next input",
-            ),
-            "llm.llm_embedding": (table(llm.llm_embedding.weight), "row 0: sos, row 1: task_id (2, hidden)"),
+            "llm.speech_embedding": (_table(llm.speech_embedding.weight), self.speech_embedding_doc(llm)),
         }
+
+    def data(self, model):
+        tables = self.embedding_tables(model)
+        tables["llm.llm_embedding"] = (_table(model.llm.llm_embedding.weight), "row 0: sos, row 1: task_id (2, hidden)")
+        return tables

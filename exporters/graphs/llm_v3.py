@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from exporters.graphs.llm import LLMExporter, lm_facts
 from specs.io_spec import Tolerance
 
@@ -117,19 +115,14 @@ class LLMV3Exporter(LLMExporter):
             step.head = zero_bias_head(model.llm.llm_decoder)
         return step
 
-    def data(self, model):
-        llm = model.llm
-        table = lambda t: t.detach().numpy().astype(np.float32)  # noqa: E731
+    @staticmethod
+    def speech_embedding_doc(llm) -> str:
         n = int(llm.speech_token_size)
-        return {
-            "llm.embed_tokens": (
-                table(llm.llm.model.model.embed_tokens.weight),
-                "Qwen2 text embedding (text_vocab_size, hidden): rows for prompt_text ++ text ids",
-            ),
-            "llm.speech_embedding": (
-                table(llm.speech_embedding.weight),
-                f"speech token embedding (speech_token_size + {llm.speech_embedding.num_embeddings - n}, hidden): "
-                f"prompt speech tokens, each generated token's next input, and the sos (row {int(llm.sos)}) and "
-                f"task_id (row {int(llm.task_id)}) positions",
-            ),
-        }
+        return (
+            f"speech token embedding (speech_token_size + {llm.speech_embedding.num_embeddings - n}, hidden): "
+            f"prompt speech tokens, each generated token's next input, and the sos (row {int(llm.sos)}) and "
+            f"task_id (row {int(llm.task_id)}) positions"
+        )
+
+    def data(self, model):
+        return self.embedding_tables(model)  # no llm_embedding table: sos and task_id are speech_embedding rows
