@@ -19,19 +19,25 @@ def llm_stage(tiny_pack):
 
 
 def upstream_bistream(llm, text_ids, prompt_text, prompt_speech, seed, params):
-    import torch
-
-    from exporters.oracles.llm import injected_sampler
     from runtime.sampling import ras_sample
 
     rng = np.random.default_rng(seed)
+    sampler = lambda scores, decoded: ras_sample(scores, decoded, rng, params)  # noqa: E731
+    return upstream_bistream_with(llm, text_ids, prompt_text, prompt_speech, sampler)
+
+
+def upstream_bistream_with(llm, text_ids, prompt_text, prompt_speech, sampler):
+    """Upstream `inference_bistream`'s tokens with `sampler(scores, decoded)` in place of its ras_sampling."""
+    import torch
+
+    from exporters.oracles.llm import injected_sampler
 
     def text_tokens():  # upstream's frontend feeds the text generator token by token
         for t in text_ids:
             yield torch.tensor([[t]], dtype=torch.int32)
 
     row = lambda a: torch.as_tensor(np.asarray(a, np.int64).reshape(1, -1), dtype=torch.int32)  # noqa: E731
-    with injected_sampler(llm, lambda scores, decoded: ras_sample(scores, decoded, rng, params)):
+    with injected_sampler(llm, sampler):
         return [
             int(t)
             for t in llm.inference_bistream(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_oracle
+from tests.test_llm_bistream import upstream_bistream_with
 
 pytestmark = needs_oracle
 ENDOFPROMPT = 151646
@@ -47,30 +48,6 @@ class SpeechOnly:
         return self.ras(scores, decoded, self.rng, self.params)
 
 
-def upstream_with(llm, text, prompt_text, prompt_speech, sampler):
-    import torch
-
-    from exporters.oracles.llm import injected_sampler
-
-    def text_tokens():
-        for t in text:
-            yield torch.tensor([[t]], dtype=torch.int32)
-
-    row = lambda a: torch.as_tensor(np.asarray(a, np.int64).reshape(1, -1), dtype=torch.int32)  # noqa: E731
-    with injected_sampler(llm, sampler):
-        return [
-            int(t)
-            for t in llm.inference_bistream(
-                text=text_tokens(),
-                prompt_text=row(prompt_text),
-                prompt_text_len=torch.tensor([len(prompt_text)]),
-                prompt_speech_token=row(prompt_speech),
-                prompt_speech_token_len=torch.tensor([len(prompt_speech)]),
-                embedding=torch.zeros(0, 192),
-            )
-        ]
-
-
 @pytest.mark.parametrize("n_prompt_speech", [0, 40])
 def test_v3_bistream_tokens_equal_upstream(llm_stage, tiny_v3_model, n_prompt_speech):
     from runtime.llm_bistream import BistreamDecoder
@@ -82,7 +59,7 @@ def test_v3_bistream_tokens_equal_upstream(llm_stage, tiny_v3_model, n_prompt_sp
     prompt_text = instruction + [int(t) for t in rng.integers(0, 151000, 7)]
     prompt_speech = [int(t) for t in rng.integers(0, 6561, n_prompt_speech)]
     make = lambda: SpeechOnly(11, llm_stage.params, f["speech_token_size"], f["fill_token"], f["eos_token"], 120)  # noqa: E731
-    expected = upstream_with(tiny_v3_model.llm, text, prompt_text, prompt_speech, make())
+    expected = upstream_bistream_with(tiny_v3_model.llm, text, prompt_text, prompt_speech, make())
     dec = BistreamDecoder(llm_stage, prompt_text, prompt_speech, sampler=make())
     for i in range(0, len(text), 4):  # text arrives 4 tokens at a time
         dec.push(text[i : i + 4])
