@@ -76,37 +76,24 @@ def tiny_v3_model(tiny_v3_bundle):
     return Bundle.open(tiny_v3_bundle).build()
 
 
-@pytest.fixture(scope="session")
-def tiny_v3_pack(tiny_v3_bundle, tmp_path_factory) -> Path:
-    """The tiny v3 bundle exported with every registered CosyVoice3 graph (seed 0)."""
+def export_tiny(bundle: Path, out: Path, random_init: dict) -> Path:
+    """A tiny bundle exported with every graph its family registers (seed 0), quietly."""
     from exporters.pipeline.graph import ExportOptions
     from exporters.pipeline.pack import export_pack
 
-    out = tmp_path_factory.mktemp("pack-v3") / "tiny-v3-pack"
-    export_pack(
-        tiny_v3_bundle,
-        out,
-        None,
-        ExportOptions(seed=0, log=lambda m: None),
-        random_init={"size": "tiny", "seed": 0, "family": "cosyvoice3"},
-        log=lambda m: None,
-    )
+    export_pack(bundle, out, None, ExportOptions(seed=0, log=lambda m: None), random_init=random_init,
+                log=lambda m: None)  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_pack(tiny_v3_bundle, tmp_path_factory) -> Path:
+    """The tiny v3 bundle exported with every registered CosyVoice3 graph (seed 0)."""
+    out = tmp_path_factory.mktemp("pack-v3") / "tiny-v3-pack"
+    return export_tiny(tiny_v3_bundle, out, {"size": "tiny", "seed": 0, "family": "cosyvoice3"})
 
 
 @pytest.fixture(scope="session")
 def tiny_pack(tiny_bundle, tmp_path_factory) -> Path:
     """The tiny bundle exported with every registered graph (seed 0)."""
-    from exporters.pipeline.graph import ExportOptions
-    from exporters.pipeline.pack import export_pack
-
-    out = tmp_path_factory.mktemp("pack") / "tiny-pack"
-    export_pack(
-        tiny_bundle,
-        out,
-        None,
-        ExportOptions(seed=0, log=lambda m: None),
-        random_init={"size": "tiny", "seed": 0},
-        log=lambda m: None,
-    )
-    return out
+    return export_tiny(tiny_bundle, tmp_path_factory.mktemp("pack") / "tiny-pack", {"size": "tiny", "seed": 0})
