@@ -77,6 +77,7 @@ def voiced_bundle(work: Path, base: Path, size: str, seed: int) -> tuple[Path, f
 
     from exporters.model.bundle import Bundle
     from exporters.oracles.flow import upstream_flow_mel
+    from exporters.random.calibration import set_f0_classifier
 
     rng = np.random.default_rng(1000 + seed)
     f0_mean, peak = float(rng.uniform(80, 400)), float(rng.uniform(0.4, 0.95))
@@ -90,13 +91,7 @@ def voiced_bundle(work: Path, base: Path, size: str, seed: int) -> tuple[Path, f
     hift = model.hift
     mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(seed + 1000))
     with torch.no_grad():
-        pred = hift.f0_predictor
-        feats = pred.condnet(mel).transpose(1, 2)
-        raw = pred.classifier(feats).squeeze(-1)
-        scale = 0.2 * f0_mean / max(float(raw.std()), 1e-12)
-        pred.classifier.weight.mul_(scale)
-        pred.classifier.bias.mul_(scale)
-        pred.classifier.bias.add_(f0_mean - float(pred.classifier(feats).squeeze(-1).mean()))
+        set_f0_classifier(hift.f0_predictor, mel, f0_mean, 0.2 * f0_mean)  # spread 20 % of the mean
         torch.manual_seed(seed)
         limit, hift.audio_limit = hift.audio_limit, float("inf")
         wav, _ = hift.inference(speech_feat=mel)

@@ -78,19 +78,14 @@ def make_voiced(base, path, f0_mean=150.0, peak=0.8):
     from exporters.model.bundle import Bundle
     from exporters.oracles.flow import upstream_flow_mel
     from exporters.oracles.hift_v3 import upstream_hift_v3
+    from exporters.random.calibration import set_f0_classifier
 
     shutil.copytree(base, path)
     model = Bundle.open(path).build(with_llm=False)
     hift = model.hift
     mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(1000), n_tokens=100)
     with torch.no_grad():
-        pred = hift.f0_predictor
-        feats = pred.condnet(mel).transpose(1, 2)
-        raw = pred.classifier(feats).squeeze(-1)
-        scale = 0.2 * f0_mean / max(float(raw.std()), 1e-12)
-        pred.classifier.weight.mul_(scale)
-        pred.classifier.bias.mul_(scale)
-        pred.classifier.bias.add_(f0_mean - float(pred.classifier(feats).squeeze(-1).mean()))
+        set_f0_classifier(hift.f0_predictor, mel, f0_mean, 0.2 * f0_mean)  # spread 20 % of the mean
         limit, hift.audio_limit = hift.audio_limit, float("inf")
         wav = upstream_hift_v3(hift, mel.numpy(), True)
         hift.audio_limit = limit

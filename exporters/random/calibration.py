@@ -64,6 +64,17 @@ def calibrate_llm_head(llm, gen, cal: Calibration, eos_gap: float = 5, special_p
         cal.eos_top1_ratio = float((logits.argmax(dim=1) == eos).float().mean())
 
 
+def set_f0_classifier(f0_predictor, mel, mean_hz: float, std_hz: float, std_floor: float = 1e-12) -> None:
+    """Rescale an F0 predictor's classifier (CosyVoice2's or 3's: condnet -> classifier) in place so that its
+    pre-abs output over `mel` has mean `mean_hz` and std `std_hz`. Call under torch.no_grad()."""
+    feats = f0_predictor.condnet(mel).transpose(1, 2)  # (1, T, C)
+    raw = f0_predictor.classifier(feats).squeeze(-1)
+    scale = std_hz / max(float(raw.std()), std_floor)
+    f0_predictor.classifier.weight.mul_(scale)
+    f0_predictor.classifier.bias.mul_(scale)
+    f0_predictor.classifier.bias.add_(mean_hz - float(f0_predictor.classifier(feats).squeeze(-1).mean()))
+
+
 def calibrate_hift(
     flow, hift, gen, cal: Calibration, target_f0: float = 110.0, target_std: float = 0.08, tilt: float = 1.0
 ) -> None:
@@ -76,13 +87,7 @@ def calibrate_hift(
     mel = upstream_flow_mel(flow, gen)
     with torch.no_grad():
         pred = hift.f0_predictor
-        feats = pred.condnet(mel).transpose(1, 2)  # (1, T, C)
-        raw = pred.classifier(feats).squeeze(-1)
-        w_scale = 20.0 / max(float(raw.std()), 1e-6)  # F0 spread ~20 Hz around the mean
-        pred.classifier.weight.mul_(w_scale)
-        pred.classifier.bias.mul_(w_scale)
-        raw = pred.classifier(feats).squeeze(-1)
-        pred.classifier.bias.add_(target_f0 - float(raw.mean()))
+        set_f0_classifier(pred, mel, target_f0, 20.0, std_floor=1e-6)  # F0 spread ~20 Hz around the mean
         f0 = pred(mel)
         cal.f0_mean_hz = float(f0.mean())
         cal.voiced_ratio = float((f0 > 10).float().mean())
