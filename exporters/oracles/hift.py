@@ -105,6 +105,27 @@ class _FixedMelFlow:
         return self.mel[:, :, : n * self.token_mel_ratio], None
 
 
+def token2wav_without_prompt(up, n_tokens: int, token_offset: int, uuid: str, final: bool):
+    """One upstream `token2wav` call of a streaming loop (CosyVoice2Model / CosyVoice3Model) for `n_tokens`
+    placeholder tokens without a prompt (the oracles' flow stand-ins ignore the tokens): the speech it returns."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.cuda.amp.autocast deprecation inside token2wav
+        return up.token2wav(
+            token=torch.zeros(1, n_tokens, dtype=torch.int32),
+            prompt_token=torch.zeros(1, 0, dtype=torch.int32),
+            prompt_feat=torch.zeros(1, 0, 80),
+            embedding=torch.zeros(1, 192),
+            token_offset=token_offset,
+            uuid=uuid,
+            stream=not final,
+            finalize=final,
+        )
+
+
 def upstream_streaming_vocoder(
     hift, mel: np.ndarray, hops: list[int], noise_for, token_mel_ratio: int = 2, pre_lookahead_len: int = 3
 ) -> list[np.ndarray]:
@@ -113,8 +134,6 @@ def upstream_streaming_vocoder(
     `noise_for(first_frame, n_frames)` returns the noise (1, n_frames * upsample, harmonics) for the HiFT
     call whose mel input covers absolute frames [first_frame, first_frame + n_frames) (cache included).
     Returns the float speech of each call, as token2wav returns it."""
-    import warnings
-
     import torch
     from cosyvoice.cli.model import CosyVoice2Model
 
@@ -128,18 +147,8 @@ def upstream_streaming_vocoder(
         n_tokens = token_offset + hop + (0 if final else pre_lookahead_len)
         new_frames = hop * token_mel_ratio
         first = token_offset * token_mel_ratio - cached
-        with injected_noise(noise_for(first, cached + new_frames)) as calls, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.cuda.amp.autocast deprecation inside token2wav
-            speech = up.token2wav(
-                token=torch.zeros(1, n_tokens, dtype=torch.int32),
-                prompt_token=torch.zeros(1, 0, dtype=torch.int32),
-                prompt_feat=torch.zeros(1, 0, 80),
-                embedding=torch.zeros(1, 192),
-                token_offset=token_offset,
-                uuid=uuid,
-                stream=not final,
-                finalize=final,
-            )
+        with injected_noise(noise_for(first, cached + new_frames)) as calls:
+            speech = token2wav_without_prompt(up, n_tokens, token_offset, uuid, final)
         if calls.sine_noise != 1:
             raise AssertionError(f"token2wav call {k} drew sine noise {calls.sine_noise} times: {calls.shapes}")
         out.append(speech.numpy().copy())

@@ -20,7 +20,7 @@ import contextlib
 
 import numpy as np
 
-from exporters.oracles.hift import _FixedMelFlow
+from exporters.oracles.hift import _FixedMelFlow, token2wav_without_prompt
 
 
 def fixed_noise(hift):
@@ -64,8 +64,6 @@ def upstream_streaming_vocoder_v3(
 ) -> list[np.ndarray]:
     """Run upstream `CosyVoice3Model.token2wav` over `mel` in token hops (the last hop is the final call) and
     return the speech each call emits (float32, (1, n))."""
-    import warnings
-
     import torch
     from cosyvoice.cli.model import CosyVoice3Model
 
@@ -78,18 +76,7 @@ def upstream_streaming_vocoder_v3(
         for k, hop in enumerate(hops):
             final = k == len(hops) - 1
             n_tokens = token_offset + hop + (0 if final else pre_lookahead_len)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.cuda.amp.autocast deprecation inside token2wav
-                speech = up.token2wav(
-                    token=torch.zeros(1, n_tokens, dtype=torch.int32),
-                    prompt_token=torch.zeros(1, 0, dtype=torch.int32),
-                    prompt_feat=torch.zeros(1, 0, 80),
-                    embedding=torch.zeros(1, 192),
-                    token_offset=token_offset,
-                    uuid=uuid,
-                    stream=not final,
-                    finalize=final,
-                )
+            speech = token2wav_without_prompt(up, n_tokens, token_offset, uuid, final)
             out.append(speech.numpy().copy())
             token_offset += hop
     return out
