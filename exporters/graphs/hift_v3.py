@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 
 import numpy as np
 
@@ -108,64 +107,6 @@ def fp32_f0_predictor(f0_predictor):
 
     f0 = copy.deepcopy(f0_predictor).to(torch.float64)
     return fold_weight_norm(f0).to(torch.float32)
-
-
-def causal_source_class():
-    import torch
-
-    from exporters.rewrites.exact_float import exact_cumsum
-
-    class CausalFixedNoiseSource(torch.nn.Module):
-        """f0 (1, F) + noise (1, F * upsample, H) uniform -> source (1, 1, F * upsample): upstream SineGen2(causal)
-        + SourceModuleHnNSF's harmonic merge, in upstream's float32 arithmetic and order:
-
-        1. `rad = (f0 * h / sr) mod 1` per frame (upstream builds it per sample from the nearest-upsampled F0 and
-           linearly downsamples by 1/upsample: weights 0.5 / 0.5 on two equal samples, exactly the frame value;
-           its `rand_ini` on sample 0 is never read);
-        2. `phase = cumsum(rad) * 2 * pi` (torch's double-accumulated cumsum: `exact_cumsum`), `* upsample` and
-           a nearest upsample (a plain copy: floor(j * float32(1/upsample)) == j // upsample for every j below
-           the declared maximum, checked in `__init__`); the `* upsample` is applied after the copy so no
-           simplifier can merge it with `* pi` into one rounding;
-        3. `sin * sine_amp`, `uv = f0 > voiced_threshold`, `noise = noise_amp * noise`, `sines * uv + noise`;
-        4. upstream's `l_linear` + `l_tanh`.
-        """
-
-        def __init__(self, m_source, upsample: int, max_frames: int):
-            super().__init__()
-            gen = m_source.l_sin_gen
-            if not gen.causal or gen.flag_for_pulse or int(gen.upsample_scale) != upsample:
-                raise NotImplementedError("only SineGen2(causal=True) with upsample_scale == the F0 upsample")
-            j = np.arange(max_frames * upsample, dtype=np.float32)
-            if not np.array_equal(np.floor(j * np.float32(1.0 / upsample)), np.arange(j.size) // upsample):
-                raise NotImplementedError(f"torch's nearest x{upsample} is not a plain repeat up to {max_frames}")
-            if max_frames > 2**12:
-                raise NotImplementedError(f"exact_cumsum is exact for <= 4096 frames, not {max_frames}")
-            self.upsample = int(upsample)
-            self.harmonics = int(gen.harmonic_num) + 1
-            self.sample_rate = float(gen.sampling_rate)
-            self.sine_amp = float(gen.sine_amp)
-            self.noise_std = float(gen.noise_std)
-            self.voiced_threshold = float(gen.voiced_threshold)
-            self.merge = m_source.l_linear
-            self.squash = m_source.l_tanh
-            self.register_buffer(
-                "multiples", torch.arange(1, self.harmonics + 1, dtype=torch.float32), persistent=False
-            )
-
-        def forward(self, f0, noise):
-            frames = f0.shape[1]
-            fn = f0.unsqueeze(-1) * self.multiples  # (1, F, H)
-            rad = torch.remainder(fn / self.sample_rate, 1.0)
-            phase = exact_cumsum(rad, dim=1) * 2 * math.pi  # x2 is exact
-            phase = phase.unsqueeze(2).expand(-1, -1, self.upsample, -1) * self.upsample  # (1, F, up, H)
-            sines = torch.sin(phase) * self.sine_amp
-            uv = (f0 > self.voiced_threshold).to(torch.float32).reshape(1, frames, 1, 1)
-            noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
-            excitation = sines * uv + noise_amp * noise.reshape(1, frames, self.upsample, self.harmonics)
-            excitation = excitation.reshape(1, frames * self.upsample, self.harmonics)
-            return self.squash(self.merge(excitation)).transpose(1, 2)
-
-    return CausalFixedNoiseSource
 
 
 def v3_hift_tolerances(finalize: bool) -> dict[str, Tolerance]:
@@ -329,7 +270,7 @@ class HiftV3Exporter(GraphExporter):
         import torch
 
         s = v3_hift_sizes(model)
-        source_cls = causal_source_class()
+        from exporters.rewrites.hift_source import CausalFixedNoiseSource
 
         class HiftV3Wrapper(torch.nn.Module):
             """Upstream `CausalHiFTGenerator.inference(mel, finalize)` with the F0 predictor in float32 and the
@@ -338,7 +279,7 @@ class HiftV3Exporter(GraphExporter):
             def __init__(self, hift, finalize: bool, f0_look: int):
                 super().__init__()
                 self.hift, self.finalize, self.f0_look = hift, finalize, f0_look
-                self.source = source_cls(hift.m_source, s["samples_per_mel_frame"], s["max_frames"])
+                self.source = CausalFixedNoiseSource(hift.m_source, s["samples_per_mel_frame"], s["max_frames"])
 
             def forward(self, mel, noise):
                 f0 = self.hift.f0_predictor(mel, finalize=self.finalize)  # (1, F)

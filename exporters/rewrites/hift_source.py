@@ -1,4 +1,5 @@
-"""HiFT's harmonic-plus-noise source (CosyVoice2 `SineGen2` + `SourceModuleHnNSF`) with the noise as an input.
+"""HiFT's harmonic-plus-noise source (`SineGen2` + `SourceModuleHnNSF`) with the noise as an input: CosyVoice2's
+(`NoiseDrivenSource`) and CosyVoice3's causal one (`CausalFixedNoiseSource`), one `HarmonicSource` between them.
 
 Upstream draws `randn_like` noise and a `rand` initial phase inside `SineGen2.forward`; a graph cannot
 carry either, so this module takes the standard-normal noise as a tensor and drops the initial phase
@@ -25,23 +26,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from exporters.rewrites.exact_float import exact_cumsum, fma
 
 
-class NoiseDrivenSource(torch.nn.Module):
-    """f0 (1, frames) + noise (1, samples, harmonics) -> source (1, 1, samples), samples = upsample * frames."""
+class HarmonicSource(torch.nn.Module):
+    """Upstream SineGen2 + SourceModuleHnNSF with the noise as an input: f0 (1, frames) + noise (1, samples,
+    harmonics) -> source (1, 1, samples), samples = upsample * frames. The families differ only in how the
+    per-frame phase reaches the sample rate (`upsample_phase`) and in what their upstream generator must be."""
 
     def __init__(self, m_source, upsample: int):
         super().__init__()
         gen = m_source.l_sin_gen
-        if getattr(gen, "causal", False) or getattr(gen, "flag_for_pulse", False) or not hasattr(gen, "upsample_scale"):
-            raise NotImplementedError(
-                f"only the non-causal SineGen2 of CosyVoice2 is supported, got {type(gen).__name__}"
-            )
-        if int(gen.upsample_scale) != int(upsample):
-            raise ValueError(f"SineGen2 upsample_scale {gen.upsample_scale} != f0 upsample {upsample}")
         self.upsample = int(upsample)
         self.harmonics = int(gen.harmonic_num) + 1
         self.sample_rate = float(gen.sampling_rate)
@@ -51,6 +49,42 @@ class NoiseDrivenSource(torch.nn.Module):
         self.merge = m_source.l_linear  # upstream Linear(harmonics -> 1)
         self.squash = m_source.l_tanh
         self.register_buffer("multiples", torch.arange(1, self.harmonics + 1, dtype=torch.float32), persistent=False)
+
+    def upsample_phase(self, phase: torch.Tensor) -> torch.Tensor:
+        """(1, frames, H) per-frame phase -> the per-sample phase, (1, frames * upsample, H) or
+        (1, frames, upsample, H), times upsample as upstream scales it."""
+        raise NotImplementedError
+
+    def forward(self, f0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        frames = f0.shape[1]
+        fn = f0.unsqueeze(-1) * self.multiples  # (1, frames, H)
+        rad = torch.remainder(fn / self.sample_rate, 1.0)
+        phase = exact_cumsum(rad, dim=1) * 2 * math.pi  # x2 is exact: folding it into 2*pi is harmless
+        phase = self.upsample_phase(phase)
+        sines = (torch.sin(phase) * self.sine_amp).reshape(1, frames, self.upsample, self.harmonics)
+        # uv and the noise amplitude are constant within a frame (upstream: nearest-upsampled F0).
+        uv = (f0 > self.voiced_threshold).to(torch.float32).reshape(1, frames, 1, 1)
+        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
+        excitation = sines * uv + noise_amp * noise.reshape(1, frames, self.upsample, self.harmonics)
+        excitation = excitation.reshape(1, frames * self.upsample, self.harmonics)
+        return self.squash(self.merge(excitation)).transpose(1, 2)
+
+
+class NoiseDrivenSource(HarmonicSource):
+    """CosyVoice2's non-causal SineGen2, standard-normal noise in (steps 1-4 of the module docstring)."""
+
+    def __init__(self, m_source, upsample: int):
+        gen = m_source.l_sin_gen
+        if getattr(gen, "causal", False) or getattr(gen, "flag_for_pulse", False) or not hasattr(gen, "upsample_scale"):
+            raise NotImplementedError(
+                f"only the non-causal SineGen2 of CosyVoice2 is supported, got {type(gen).__name__}"
+            )
+        if int(gen.upsample_scale) != int(upsample):
+            raise ValueError(f"SineGen2 upsample_scale {gen.upsample_scale} != f0 upsample {upsample}")
+        super().__init__(m_source, upsample)
+
+    def upsample_phase(self, phase: torch.Tensor) -> torch.Tensor:
+        return self.upsample_linear(phase, gain=self.upsample)  # upstream: interpolate(phase * upsample)
 
     def upsample_linear(self, x: torch.Tensor, gain: float) -> torch.Tensor:
         """(1, frames, H) -> (1, frames * upsample, H): torch's linear interpolate of `x * gain`
@@ -70,16 +104,24 @@ class NoiseDrivenSource(torch.nn.Module):
         i1 = torch.minimum(i0 + 1, torch.full_like(i0, 1) * (frames - 1))
         return fma(1.0 - lam, x[:, i0] * gain, lam * (x[:, i1] * gain))
 
-    def forward(self, f0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        frames = f0.shape[1]
-        fn = f0.unsqueeze(-1) * self.multiples  # (1, frames, H)
-        rad = torch.remainder(fn / self.sample_rate, 1.0)
-        phase = exact_cumsum(rad, dim=1) * 2 * math.pi  # x2 is exact: folding it into 2*pi is harmless
-        phase = self.upsample_linear(phase, gain=self.upsample)  # upstream: interpolate(phase * upsample)
-        sines = (torch.sin(phase) * self.sine_amp).reshape(1, frames, self.upsample, self.harmonics)
-        # uv and the noise amplitude are constant within a frame (upstream: nearest-upsampled F0).
-        uv = (f0 > self.voiced_threshold).to(torch.float32).reshape(1, frames, 1, 1)
-        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
-        excitation = sines * uv + noise_amp * noise.reshape(1, frames, self.upsample, self.harmonics)
-        excitation = excitation.reshape(1, frames * self.upsample, self.harmonics)
-        return self.squash(self.merge(excitation)).transpose(1, 2)
+
+class CausalFixedNoiseSource(HarmonicSource):
+    """CosyVoice3's SineGen2(causal=True), its fixed uniform noise (a slice of `sine_waves`) in, in upstream's
+    float32 arithmetic and order: as steps 1, 3, 4 of the module docstring (its `rand_ini` on sample 0 is never
+    read), but step 2 is `phase = cumsum(rad) * 2 * pi`, `* upsample` and a nearest upsample: a plain copy,
+    floor(j * float32(1/upsample)) == j // upsample for every j below the declared maximum (checked here); the
+    `* upsample` is applied after the copy so no simplifier can merge it with `* pi` into one rounding."""
+
+    def __init__(self, m_source, upsample: int, max_frames: int):
+        gen = m_source.l_sin_gen
+        if not gen.causal or gen.flag_for_pulse or int(gen.upsample_scale) != upsample:
+            raise NotImplementedError("only SineGen2(causal=True) with upsample_scale == the F0 upsample")
+        j = np.arange(max_frames * upsample, dtype=np.float32)
+        if not np.array_equal(np.floor(j * np.float32(1.0 / upsample)), np.arange(j.size) // upsample):
+            raise NotImplementedError(f"torch's nearest x{upsample} is not a plain repeat up to {max_frames}")
+        if max_frames > 2**12:
+            raise NotImplementedError(f"exact_cumsum is exact for <= 4096 frames, not {max_frames}")
+        super().__init__(m_source, upsample)
+
+    def upsample_phase(self, phase: torch.Tensor) -> torch.Tensor:
+        return phase.unsqueeze(2).expand(-1, -1, self.upsample, -1) * self.upsample  # (1, F, up, H)
