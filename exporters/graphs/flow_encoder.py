@@ -61,6 +61,43 @@ def max_tokens(model) -> int:
     return min(rel_pos_max_tokens(model), MAX_FRAMES // int(model.flow.token_mel_ratio))
 
 
+def condition_io(mel: int, ratio: int, spk_in: int, n_max: int) -> dict:
+    """What every family's token -> ODE condition graph declares alike (runtime/flow_stage.py feeds both): the
+    `token`, `embedding` and `prompt_feat` inputs, the `spks` and `cond` outputs, the `prompt_frames` and
+    `frames` dims (`tokens` and `mu` differ by family)."""
+    f32 = lambda n, s, d: TensorSpec(n, "float32", s, d)  # noqa: E731
+    return {
+        "token": TensorSpec(
+            "token",
+            "int64",
+            [1, "tokens"],
+            "prompt speech tokens then generated tokens, without the lookahead tokens; negative ids are clamped to 0",
+        ),
+        "embedding": f32("embedding", [1, spk_in], "speaker x-vector (campplus), not normalised"),
+        "prompt_feat": f32(
+            "prompt_feat",
+            [1, "prompt_frames", mel],
+            f"prompt mel (frames x {mel} bins); prompt_frames = {ratio} x prompt tokens, 0 without a "
+            "prompt, never more than frames",
+        ),
+        "spks": f32("spks", [1, mel], "F.normalize(embedding) through spk_embed_affine_layer"),
+        "cond": f32(
+            "cond", [1, mel, "frames"], "prompt_feat transposed in the first prompt_frames frames, zeros after"
+        ),
+        "prompt_frames": Dim(
+            0, 2 * PROMPT_TOKENS, ratio * n_max, "prompt mel frames (50 Hz); at most frames", role="prompt"
+        ),
+        "frames": Dim(
+            ratio,
+            ratio * 200,
+            ratio * n_max,
+            f"mel frames = {ratio} x tokens",
+            role="frames",
+            derived_from={"dim": "tokens", "scale": ratio, "offset": 0},
+        ),
+    }
+
+
 class FlowEncoderExporter(GraphExporter):
     name = "flow.encoder"
     opset = 18
@@ -76,6 +113,7 @@ class FlowEncoderExporter(GraphExporter):
         spk_in = int(flow.spk_embed_affine_layer.in_features)
         n_max = max_tokens(model)
         f32 = lambda n, s, d: TensorSpec(n, "float32", s, d)  # noqa: E731
+        io = condition_io(mel, ratio, spk_in, n_max)
         return GraphSpec(
             graph=self.name,
             description=(
@@ -89,13 +127,7 @@ class FlowEncoderExporter(GraphExporter):
                 f"streaming=false; context is then ignored (any {look} tokens, e.g. zeros)."
             ),
             inputs=[
-                TensorSpec(
-                    "token",
-                    "int64",
-                    [1, "tokens"],
-                    "prompt speech tokens then generated tokens, without the lookahead tokens; "
-                    "negative ids are clamped to 0",
-                ),
+                io["token"],
                 TensorSpec(
                     "context",
                     "int64",
@@ -116,20 +148,13 @@ class FlowEncoderExporter(GraphExporter):
                     f"true: block-causal attention, chunks of {chunk} tokens before upsampling and "
                     f"{up_chunk} frames after; false: full attention",
                 ),
-                f32("embedding", [1, spk_in], "speaker x-vector (campplus), not normalised"),
-                f32(
-                    "prompt_feat",
-                    [1, "prompt_frames", mel],
-                    f"prompt mel (frames x {mel} bins); prompt_frames = {ratio} x prompt tokens, 0 without a "
-                    "prompt, never more than frames",
-                ),
+                io["embedding"],
+                io["prompt_feat"],
             ],
             outputs=[
                 f32("mu", [1, mel, "frames"], "encoder output projected to mel bins (the ODE condition)"),
-                f32("spks", [1, mel], "F.normalize(embedding) through spk_embed_affine_layer"),
-                f32(
-                    "cond", [1, mel, "frames"], "prompt_feat transposed in the first prompt_frames frames, zeros after"
-                ),
+                io["spks"],
+                io["cond"],
             ],
             dims={
                 "tokens": Dim(
@@ -141,17 +166,8 @@ class FlowEncoderExporter(GraphExporter):
                     f"positions) and frames must fit the estimator ({MAX_FRAMES})",
                     role="tokens",
                 ),
-                "prompt_frames": Dim(
-                    0, 2 * PROMPT_TOKENS, ratio * n_max, "prompt mel frames (50 Hz); at most frames", role="prompt"
-                ),
-                "frames": Dim(
-                    ratio,
-                    ratio * 200,
-                    ratio * n_max,
-                    f"mel frames = {ratio} x tokens",
-                    role="frames",
-                    derived_from={"dim": "tokens", "scale": ratio, "offset": 0},
-                ),
+                "prompt_frames": io["prompt_frames"],
+                "frames": io["frames"],
             },
             tolerances={
                 "mu": Tolerance(

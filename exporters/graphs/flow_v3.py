@@ -25,11 +25,9 @@ import numpy as np
 from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter
 from exporters.graphs.estimator import MAX_FRAMES, EstimatorExporter, cfg_velocity_io
 from exporters.graphs.flow_common import cfm_facts, traceable_chunk_mask
-from exporters.graphs.flow_encoder import FlowEncoderExporter, upstream_pre_ode
+from exporters.graphs.flow_encoder import PROMPT_TOKENS, FlowEncoderExporter, condition_io, upstream_pre_ode
 from specs.io_spec import Dim, GraphSpec, TensorSpec, TestCase, Tolerance
 from specs.precision import Fp32Keep, PrecisionPolicy
-
-PROMPT_TOKENS = 17  # an odd prompt length: the first hop then carries a prompt pad
 
 
 def chunk_tokens(model) -> int:
@@ -60,6 +58,7 @@ class FlowPrepV3Exporter(GraphExporter):
         chunk = chunk_tokens(model)
         n_max = max_tokens(model)
         f32 = lambda n, s, d: TensorSpec(n, "float32", s, d)  # noqa: E731
+        io = condition_io(mel, ratio, spk_in, n_max)
         return GraphSpec(
             graph=self.name,
             description=(
@@ -72,13 +71,7 @@ class FlowPrepV3Exporter(GraphExporter):
                 f"context is then ignored (any {look} tokens, e.g. zeros)."
             ),
             inputs=[
-                TensorSpec(
-                    "token",
-                    "int64",
-                    [1, "tokens"],
-                    "prompt speech tokens then generated tokens, without the lookahead tokens; "
-                    "negative ids are clamped to 0",
-                ),
+                io["token"],
                 TensorSpec(
                     "context",
                     "int64",
@@ -91,20 +84,13 @@ class FlowPrepV3Exporter(GraphExporter):
                     [1],
                     "true: no lookahead (the pre-lookahead conv sees zeros after the last token)",
                 ),
-                f32("embedding", [1, spk_in], "speaker x-vector (campplus), not normalised"),
-                f32(
-                    "prompt_feat",
-                    [1, "prompt_frames", mel],
-                    f"prompt mel (frames x {mel} bins); prompt_frames = {ratio} x prompt tokens, 0 without a "
-                    "prompt, never more than frames",
-                ),
+                io["embedding"],
+                io["prompt_feat"],
             ],
             outputs=[
                 f32("mu", [1, mu_dim, "frames"], "pre-lookahead layer output, repeated to mel frames"),
-                f32("spks", [1, mel], "F.normalize(embedding) through spk_embed_affine_layer"),
-                f32(
-                    "cond", [1, mel, "frames"], "prompt_feat transposed in the first prompt_frames frames, zeros after"
-                ),
+                io["spks"],
+                io["cond"],
             ],
             dims={
                 "tokens": Dim(
@@ -115,17 +101,8 @@ class FlowPrepV3Exporter(GraphExporter):
                     f"({MAX_FRAMES})",
                     role="tokens",
                 ),
-                "prompt_frames": Dim(
-                    0, 2 * PROMPT_TOKENS, ratio * n_max, "prompt mel frames (50 Hz); at most frames", role="prompt"
-                ),
-                "frames": Dim(
-                    ratio,
-                    ratio * 200,
-                    ratio * n_max,
-                    f"mel frames = {ratio} x tokens",
-                    role="frames",
-                    derived_from={"dim": "tokens", "scale": ratio, "offset": 0},
-                ),
+                "prompt_frames": io["prompt_frames"],
+                "frames": io["frames"],
             },
             tolerances={
                 "mu": Tolerance(
