@@ -13,7 +13,7 @@ from specs.cli import console_log, new_app
 from specs.errors import ToolError, cli_entry
 from specs.pack import check_new_directory_parent, check_pack_destination
 
-RANDOM_FAMILIES = {"v2": "cosyvoice2", "v3": "cosyvoice3"}  # --family -> the bundle family it makes
+RANDOM_FAMILIES = {"v1": "cosyvoice1", "v2": "cosyvoice2", "v3": "cosyvoice3"}  # --family -> the bundle family it makes
 
 app = new_app()
 
@@ -43,7 +43,8 @@ def export(
     family: str = typer.Option(
         "v2",
         "--family",
-        help="With --random-init: which generation to make, 'v2' (CosyVoice2-0.5B) or 'v3' (Fun-CosyVoice3-0.5B-2512).",
+        help="With --random-init: which generation to make, 'v1' (CosyVoice-300M-SFT layout, with speakers), 'v2' "
+        "(CosyVoice2-0.5B) or 'v3' (Fun-CosyVoice3-0.5B-2512).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-init weights and for the test vectors."),
     keep_bundle: Path | None = typer.Option(

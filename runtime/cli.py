@@ -1,4 +1,5 @@
-"""`tts-run`: synthesize with a pack. Text (or speech tokens) in, 24 kHz mono PCM16LE out."""
+"""`tts-run`: synthesize with a pack. Text (or speech tokens) in, mono PCM16LE out at the pack's rate (24 kHz for
+CosyVoice2/3, 22 050 Hz for CosyVoice 1)."""
 
 from __future__ import annotations
 
@@ -147,8 +148,23 @@ def run(
         "--prompt-text",
         help="Transcript of --prompt-wav. Without it the prompt is used cross-lingually (voice only).",
     ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Output WAV (PCM16LE mono at the pack's rate), or '-' for raw PCM16LE on stdout."
+    speaker: str | None = typer.Option(
+        None,
+        "--speaker",
+        help="A built-in speaker of the pack (CosyVoice-300M-SFT / -Instruct), instead of a prompt WAV. "
+        "See --list-speakers.",
+    ),
+    instruct: str | None = typer.Option(
+        None,
+        "--instruct",
+        help="Instruct text for a CosyVoice-300M-Instruct pack, with --speaker (upstream's inference_instruct; its "
+        "examples end it with <|endofprompt|>).",
+    ),
+    list_speakers: bool = typer.Option(
+        False, "--list-speakers", help="Print the pack's built-in speaker names, one per line, and exit."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Output WAV (PCM16LE mono at the pack's rate), or '-' for raw PCM16LE on stdout."
     ),
     stream: bool = typer.Option(
         False,
@@ -204,13 +220,26 @@ def run(
     """Synthesize speech with a pack on ONNX Runtime (CPU or CUDA), or on its TensorRT plans.
 
     Prints the streaming schedule at start and, at the end, time-to-first-audio, real-time factor and
-    the number of chunks. Output chunks are 40 ms (960 samples at 24 kHz); chunk boundaries and bytes
-    are identical across runs with the same seed.
+    the number of chunks. Output chunks are 40 ms (960 samples at 24 kHz, 882 at 22 050 Hz); chunk boundaries
+    and bytes are identical across runs with the same seed. CosyVoice 1 packs also speak with built-in
+    speakers (--speaker, --list-speakers) and instruct text (--instruct, -Instruct packs).
     """
     from runtime.engine import PackEngine
-    from runtime.session import Prompt, TtsSession
+    from runtime.session import Prompt, TtsSession, speaker_prompt
 
     log = console_log(stderr=True)
+    if list_speakers:
+        engine = PackEngine.get(pack, device=device, verify=verify)
+        if not engine.speakers:
+            raise ToolError(pack, "has no built-in speakers", "a pack exported from a bundle with spk2info.pt")
+        typer.echo("\n".join(engine.speakers))
+        return
+    if out is None:
+        raise typer.BadParameter("missing (a WAV path, or '-' for raw PCM on stdout)", param_hint="--out")
+    if speaker is not None and prompt_wav is not None:
+        raise typer.BadParameter("give --speaker or --prompt-wav, not both", param_hint="--speaker")
+    if instruct is not None and speaker is None:
+        raise typer.BadParameter("needs --speaker (instruct mode speaks in a built-in voice)", param_hint="--instruct")
     sources = [s for s in (text, text_file, tokens) if s is not None]
     if len(sources) != 1:  # usage errors: typer's exit code 2
         raise typer.BadParameter("give exactly one of --text, --text-file or --tokens", param_hint="--text")
@@ -245,6 +274,10 @@ def run(
         verify=verify,
     )
     prompt = None
+    if speaker is not None:
+        prompt = speaker_prompt(
+            engine, check_utf8(speaker, "--speaker"), check_utf8(instruct, "--instruct") if instruct else None
+        )
     if prompt_wav is not None:
         engine.prompt_frontend.resampler = resampler
         inputs = engine.prompt_frontend.zero_shot(prompt_wav, prompt_text or "")

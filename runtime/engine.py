@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from backends.ort import OrtRunner
 from runtime.flow_stage import CONDITION_GRAPHS, ENCODER, ESTIMATOR, FlowStage
 from runtime.vocoder import GRAPH as HIFT
@@ -23,6 +25,7 @@ from specs.pack import Pack, VerifiedFiles
 
 # token -> audio graphs per family (the LLM is loaded on first use)
 TOKEN2WAV_GRAPHS = {
+    "cosyvoice1": (ENCODER, ESTIMATOR, HIFT),  # window stream: runtime/token2wav_v1.py
     "cosyvoice2": (ENCODER, ESTIMATOR, HIFT),
     "cosyvoice3": (CONDITION_GRAPHS["cosyvoice3"], ESTIMATOR, RECOMPUTE_HIFT, RECOMPUTE_HIFT_FINAL),
 }
@@ -57,7 +60,7 @@ class PackEngine:
             raise ToolError(
                 pack.root,
                 f"is a {family} pack: this version's runtime streams {', '.join(RUNNABLE_FAMILIES)} packs only",
-                "tts-validate checks any pack's graphs; tts-run needs a cosyvoice2 pack",
+                "tts-validate checks any pack's graphs",
             )
         if verify:
             pack.verify(cache=VerifiedFiles())
@@ -79,10 +82,14 @@ class PackEngine:
         self.threads = threads
         self.llm_threads = llm_threads if llm_threads is not None else threads  # the LLM's own budget, if split
         self.plans_used: list[str] = []
-        flow_graphs = (CONDITION_GRAPHS[family], ESTIMATOR)
-        self.flow = FlowStage(
-            pack, device=device, threads=threads, sessions={g: self._plan_session(g) for g in flow_graphs}
-        )
+        self.family = family
+        flow_sessions = {g: self._plan_session(g) for g in graphs[:2]}
+        if family == "cosyvoice1":  # fresh seeded noise per call and a flow cache (runtime/flow_v1.py)
+            from runtime.flow_v1 import V1FlowStage
+
+            self.flow = V1FlowStage(pack, device=device, threads=threads, sessions=flow_sessions)
+        else:
+            self.flow = FlowStage(pack, device=device, threads=threads, sessions=flow_sessions)
         self.vocoder_sessions = {g: self._plan_session(g) or self._ort_session(g) for g in graphs[2:]}
         self.hift_session = self.vocoder_sessions[graphs[2]]
         self._sine_noise = (  # CosyVoice3's fixed vocoder noise: opened once, shared by every utterance
@@ -90,6 +97,7 @@ class PackEngine:
         )
         self.llm_graph = llm_graph
         self._llm = None
+        self._speakers: dict[str, np.ndarray] | None = None
         self._tokenizer = None
         self._prompt_frontend = None
 
@@ -159,7 +167,10 @@ class PackEngine:
                     f"pack has no graph {self.llm_graph!r}, so it cannot synthesize from text",
                     "export the LLM too, or run token->audio with --tokens FILE",
                 )
-            from runtime.llm_stage import LLMStage
+            if self.family == "cosyvoice1":  # TransformerLM: text encoder graph + K||V step graph
+                from runtime.llm_v1 import V1LLMStage as LLMStage
+            else:
+                from runtime.llm_stage import LLMStage  # type: ignore[assignment]
 
             self._llm = LLMStage(
                 self.pack,
@@ -169,6 +180,26 @@ class PackEngine:
                 session=self._plan_session(self.llm_graph),
             )
         return self._llm
+
+    @property
+    def speakers(self) -> dict[str, np.ndarray]:
+        """Built-in speakers (CosyVoice 1 SFT / Instruct packs): name -> (1, spk_dim) x-vector; {} if none."""
+        if self._speakers is None:
+            self._speakers = read_speakers(self.pack)
+        return self._speakers
+
+    @property
+    def instruct(self) -> bool:
+        """Whether the pack's LLM takes instruct text (CosyVoice-300M-Instruct)."""
+        return bool(self.pack.config.get("modes", {}).get("instruct", False))
+
+    def speaker(self, name: str) -> np.ndarray:
+        """One built-in speaker's x-vector, or a one-line error listing the known names."""
+        if not self.speakers:
+            raise ToolError("--speaker", f"{name!r}: this pack has no built-in speakers", "a -SFT/-Instruct pack")
+        if name not in self.speakers:
+            raise ToolError("--speaker", f"unknown speaker {name!r}", f"one of {', '.join(self.speakers)}")
+        return self.speakers[name]
 
     @property
     def tokenizer(self):
@@ -190,6 +221,20 @@ class PackEngine:
 
     def describe_schedule(self) -> str:
         return self.chunk_policy.describe()
+
+
+def read_speakers(pack: Pack) -> dict[str, np.ndarray]:
+    """name -> (1, spk_dim) x-vector from the pack's speakers.json + data `speakers.embedding`."""
+    rec = pack.manifest.get("frontend", {}).get("speakers")
+    if rec is None:
+        return {}
+    from specs.schema import read_json
+
+    names = read_json(pack.root / rec["file"], "file", "a JSON list of speaker names")
+    table = np.asarray(pack.data("speakers.embedding"), np.float32)
+    if not isinstance(names, list) or len(names) != table.shape[0]:
+        raise ToolError(pack.root / rec["file"], "does not list one name per row of data speakers.embedding")
+    return {str(n): table[i : i + 1].copy() for i, n in enumerate(names)}
 
 
 def resolve_trt(pack: Pack, device: str, trt: str) -> str | None:

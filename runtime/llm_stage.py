@@ -196,9 +196,11 @@ class LLMStage:
         prompt_speech_tokens: Sequence[int] = (),
         sampler: Sampler | None = None,
         seed: int = 0,
+        embedding: np.ndarray | None = None,
     ) -> Iterator[int]:
         """Yield speech tokens one by one. `sampler` gets log-probs (eos already masked before min_len) and
-        the tokens so far; default: ras_sampling with the spec's parameters, seeded with `seed`."""
+        the tokens so far; default: ras_sampling with the spec's parameters, seeded with `seed`. `embedding` is
+        ignored, as upstream's Qwen2LM ignores llm_embedding (CosyVoice 1's LLM uses it: runtime/llm_v1.py)."""
         sampler = sampler or RasSampler(seed, self.params)
         x = self.lm_input(text_ids, prompt_text_ids, prompt_speech_tokens)
         min_len, max_len = self.length_limits(len(text_ids))

@@ -43,6 +43,9 @@ class Prompt:
     speech_feat: np.ndarray  # (1, 2n, mel) float32
     embedding: np.ndarray  # (1, 192) float32
     llm_uses_prompt: bool = True  # False: cross-lingual (LLM sees no prompt text/speech)
+    # CosyVoice 1's LLM takes the x-vector as a speaker position (upstream's llm_embedding); instruct mode and
+    # no-prompt runs leave it out. CosyVoice2/3's LLMs ignore it (upstream's Qwen2LM does).
+    llm_speaker: bool = True
 
     @classmethod
     def none(cls, mel_bins: int, spk_dim: int = 192) -> Prompt:
@@ -53,6 +56,21 @@ class Prompt:
             np.zeros((1, 0, mel_bins), np.float32),
             np.zeros((1, spk_dim), np.float32),
             llm_uses_prompt=False,
+            llm_speaker=False,
+        )
+
+    @classmethod
+    def speaker(cls, embedding: np.ndarray, mel_bins: int, instruct_ids=None) -> Prompt:
+        """A built-in speaker (CosyVoice 1 SFT: upstream's frontend_sft, the x-vector for LLM and flow), or with
+        `instruct_ids` upstream's frontend_instruct: the instruct text as LLM prompt text, no LLM speaker row."""
+        instruct = instruct_ids is not None
+        return cls(
+            np.asarray(instruct_ids if instruct else (), np.int64).reshape(-1),
+            np.zeros(0, np.int64),
+            np.zeros((1, 0, mel_bins), np.float32),
+            np.asarray(embedding, np.float32).reshape(1, -1),
+            llm_uses_prompt=instruct,
+            llm_speaker=not instruct,
         )
 
     @classmethod
@@ -87,6 +105,28 @@ class AudioChunk:
             "sha256": self.sha256,
             "final": self.final,
         }
+
+
+def speaker_prompt(engine: PackEngine, name: str, instruct: str | None = None) -> Prompt:
+    """The prompt of a built-in speaker (upstream inference_sft), with `instruct` text upstream's
+    inference_instruct: normalised (split=False) and tokenised as upstream's frontend does; refused on a pack whose
+    LLM is not instruct-trained."""
+    embedding = engine.speaker(name)
+    ids = None
+    if instruct is not None:
+        if not engine.instruct:
+            raise ToolError(
+                "--instruct",
+                "this pack's LLM is not instruct-trained",
+                "a CosyVoice-300M-Instruct pack (tts-export of that bundle)",
+            )
+        from runtime.frontend.normalize import normalize_text
+
+        if has_nothing_to_say(instruct):
+            raise ToolError("--instruct", NOTHING_TO_SAY, "a description of the voice or style")
+        text = str(normalize_text(instruct, engine.tokenizer.encode, split=False))
+        ids = engine.tokenizer.encode(text)
+    return Prompt.speaker(embedding, engine.flow.mel_bins, ids)
 
 
 def derive_seed(seed: int, *parts: int) -> int:
@@ -152,6 +192,10 @@ class TtsSession:
 
     def push_text(self, text: str) -> None:
         """Incremental text (bi-streaming): pieces are tokenised as they arrive, like upstream's generator."""
+        if self.engine.family == "cosyvoice1":
+            raise ToolError(
+                "push_text", "CosyVoice 1 has no bi-streaming text input (upstream: v2/v3 only)", "synthesize(text)"
+            )
         self._set_mode("bistream")
         self._check_text(text, allow_empty=True)
         self._texts.append(text)
@@ -290,7 +334,8 @@ class TtsSession:
                 if self.sampler_factory
                 else RasSampler(derive_seed(self.seed, i, 0), e.llm.params)
             )
-            return e.llm.generate(ids, prompt_text, p.speech_tokens if p.llm_uses_prompt else (), sampler=sampler)
+            speech = p.speech_tokens if p.llm_uses_prompt else ()
+            return e.llm.generate(ids, prompt_text, speech, sampler=sampler, embedding=self._llm_embedding())
 
         last = len(requests) - 1
         if not self.pipeline:
@@ -305,6 +350,9 @@ class TtsSession:
                 yield from self._token2wav(pipe.segment(i), i, last_segment=i == last)
         finally:
             pipe.close()
+
+    def _llm_embedding(self) -> np.ndarray | None:
+        return self.prompt.embedding if self.prompt.llm_speaker else None
 
     def _llm_prompt_text(self, text_ids) -> np.ndarray:
         """The LLM's prompt text ids. A family whose LLM requires a token in prompt_text ++ text (CosyVoice3:
@@ -354,8 +402,17 @@ class TtsSession:
         schedule = e.chunk_policy.schedule(prompt_tokens=len(p.speech_tokens))
         got: list[int] = []
         self.speech_tokens.append(got)
+        window = None
+        if e.chunk_policy.stream == "window":  # CosyVoice 1: fixed windows, flow cache, mel cross-fade
+            from runtime.token2wav_v1 import WindowToken2Wav
+
+            window = WindowToken2Wav(e.flow, vocoder, e.chunk_policy, seed=derive_seed(self.seed, segment, 2))
 
         def run(call):
+            if window is not None:
+                self.flow_calls += 1
+                pcm = window(got, call, p.speech_tokens, p.speech_feat, p.embedding)
+                return pcm, segment, call.token_offset, call.finalize and last_segment
             mel = e.flow.token2mel(
                 np.asarray(got[: call.end], np.int64),
                 p.speech_tokens,

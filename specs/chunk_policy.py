@@ -27,6 +27,9 @@ HOP_GROWTH = ("per_request",)
 # cached: v2 HiFT calls get cached mel frames + source samples, chunks cross-faded; recompute: v3's causal HiFT
 # re-runs over all mel so far and only new samples are emitted (no caches, no cross-fade).
 VOCODER_MODES = ("cached", "recompute")
+# prefix: v2/v3 flow calls recompute the whole prefix; window: CosyVoice 1's fixed hop + overlap windows with a
+# flow cache and a mel cross-fade (upstream CosyVoiceModel.tts, notes: upstream-inference 6.2).
+STREAM_MODES = ("prefix", "window")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class ChunkPolicy:
     crossfade: Crossfade
     hop_growth: str = "per_request"
     vocoder: str = "cached"  # one of VOCODER_MODES
+    stream: str = "prefix"  # one of STREAM_MODES
+    token_rate: int = 0  # tokens per second; 0 = sample_rate / samples_per_mel_frame / token_mel_ratio
+    token_overlap_len: int = 0  # window stream: tokens shared by consecutive flow calls
+    mel_overlap_len: int = 0  # window stream: mel frames cross-faded between calls
+    flow_cache_frames: int = 0  # window stream: noise/mu frames after the prompt carried to the next call
     sample_rate: int = 24000  # manifest audio.sample_rate (not part of the chunk_policy object)
 
     @classmethod
@@ -60,6 +68,8 @@ class ChunkPolicy:
                 crossfade=Crossfade(str(fade["window"]), int(fade["length"])),
                 hop_growth=str(cp.get("hop_growth", "per_request")),
                 vocoder=str(cp.get("vocoder", "cached")),
+                stream=str(cp.get("stream", "prefix")),
+                **{k: int(cp.get(k, 0)) for k in WINDOW_FIELDS},
                 sample_rate=int(sample_rate),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -83,9 +93,15 @@ class ChunkPolicy:
                 f"token_hop_len {self.token_hop_len} / token_max_hop_len {self.token_max_hop_len}: "
                 "need 1 <= token_hop_len <= token_max_hop_len"
             )
-        for name in ("stream_scale_factor", "token_mel_ratio", "samples_per_mel_frame", "output_chunk_samples"):
+        for name in ("stream_scale_factor", "samples_per_mel_frame", "output_chunk_samples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} is {getattr(self, name)}: need >= 1")
+        if self.stream not in STREAM_MODES:
+            problems.append(f"stream is {self.stream!r}: one of {', '.join(STREAM_MODES)}")
+        if self.token_mel_ratio < (0 if self.token_rate else 1):
+            problems.append(f"token_mel_ratio is {self.token_mel_ratio}: need >= 1, or 0 with token_rate set")
+        if self.stream == "window":
+            problems.extend(self._window_problems())
         if self.source_cache_len != self.mel_cache_len * self.samples_per_mel_frame:
             problems.append(
                 f"source_cache_len {self.source_cache_len} != mel_cache_len {self.mel_cache_len} x "
@@ -110,25 +126,52 @@ class ChunkPolicy:
         if problems:
             raise ToolError(where, "audio.chunk_policy: " + "; ".join(problems), "a pack written by tts-export")
 
+    def _window_problems(self) -> list[str]:
+        out = []
+        if self.pre_lookahead_len:
+            out.append(f"window stream with pre_lookahead_len {self.pre_lookahead_len}: the overlap replaces it (0)")
+        if not 0 < self.token_overlap_len < self.token_hop_len:
+            out.append(f"token_overlap_len {self.token_overlap_len}: need 0 < overlap < token_hop_len")
+        if self.mel_overlap_len != self.mel(self.token_overlap_len):
+            out.append(
+                f"mel_overlap_len {self.mel_overlap_len} != the {self.mel(self.token_overlap_len)} frames of "
+                f"{self.token_overlap_len} overlap tokens"
+            )
+        if self.mel_cache_len > self.mel(self.token_hop_len) - self.mel_overlap_len:
+            out.append(f"mel_cache_len {self.mel_cache_len}: more than one hop's emitted frames")
+        return out
+
     def to_dict(self) -> dict:
-        """The manifest's `audio.chunk_policy` object (sample_rate lives in `audio`)."""
+        """The manifest's `audio.chunk_policy` object (sample_rate lives in `audio`; the window fields only for
+        a window stream, so prefix packs read as before)."""
         d = asdict(self)
         d.pop("sample_rate")
+        if self.stream != "window":
+            for k in ("stream", *WINDOW_FIELDS):
+                d.pop(k)
         return d
 
     # ---- units -----------------------------------------------------------------------------------------
     @property
     def tokens_per_second(self) -> float:
+        if self.token_rate:
+            return float(self.token_rate)
         return self.sample_rate / self.samples_per_mel_frame / self.token_mel_ratio
 
     def tokens(self, seconds: float) -> int:
         return max(1, round(seconds * self.tokens_per_second))
 
     def mel(self, tokens: int) -> int:
-        return self.token_mel_ratio * tokens
+        """Mel frames of `tokens` speech tokens. Without an integer ratio (CosyVoice 1), upstream's exact rule
+        int(N / token_rate * 22050 / 256) in Python float arithmetic (MaskedDiffWithXvec.inference)."""
+        if self.token_mel_ratio:
+            return self.token_mel_ratio * tokens
+        return int(tokens / self.token_rate * self.sample_rate / self.samples_per_mel_frame)
 
     # ---- the stream schedule -----------------------------------------------------------------------------
     def prompt_pad(self, prompt_tokens: int) -> int:
+        if self.stream == "window":  # windows are not aligned to attention chunks
+            return 0
         return -prompt_tokens % self.token_hop_len
 
     def hops(self, prompt_tokens: int, n: int) -> list[int]:
@@ -141,34 +184,52 @@ class ChunkPolicy:
 
     def steady_prefix_tokens(self, prompt_tokens: int) -> int:
         """Prompt + generated tokens (lookahead excluded) of the first call whose hop is the max hop: the
-        typical steady-state flow call."""
+        typical steady-state flow call (window stream: prompt + one window of the max hop + overlap)."""
+        if self.stream == "window":
+            return prompt_tokens + self.token_max_hop_len + self.token_overlap_len
         hops: list[int] = []
         while not hops or (hops[-1] < self.token_max_hop_len and len(hops) < 64):
             hops = self.hops(prompt_tokens, len(hops) + 1)
         return prompt_tokens + sum(hops)
 
     @property
+    def carried_tokens(self) -> int:
+        """Tokens a non-final call reads past its hop: the lookahead (prefix) or the overlap (window)."""
+        return self.token_overlap_len if self.stream == "window" else self.pre_lookahead_len
+
+    @property
     def first_hop_max(self) -> int:
         """Largest first hop: token_hop_len plus the largest prompt pad."""
-        return 2 * self.token_hop_len - 1
+        return self.token_hop_len if self.stream == "window" else 2 * self.token_hop_len - 1
 
     @property
     def final_only_max_tokens(self) -> int:
         """A stream whose LLM stops before the first hop completes makes only the final call, on fewer than
-        first hop + lookahead generated tokens."""
-        return self.first_hop_max + self.pre_lookahead_len - 1
+        first hop + lookahead (or overlap) generated tokens."""
+        return self.first_hop_max + self.carried_tokens - 1
 
     @property
     def final_after_chunks_tokens(self) -> tuple[int, int]:
-        """New tokens of a final call that follows non-final calls: at least the lookahead that the last
-        call did not emit, fewer than the next (max) hop + lookahead."""
-        return self.pre_lookahead_len, self.token_max_hop_len + self.pre_lookahead_len - 1
+        """New tokens of a final call that follows non-final calls (window stream: tokens of its window): at
+        least the lookahead (overlap) that the last call did not emit, fewer than the next (max) hop + it."""
+        return self.carried_tokens, self.token_max_hop_len + self.carried_tokens - 1
 
     def schedule(self, prompt_tokens: int) -> TokenHopSchedule:
+        if self.stream == "window":
+            return WindowSchedule(self, prompt_tokens)
         return TokenHopSchedule(self, prompt_tokens)
 
     def describe(self) -> str:
         """One line for logs: the streaming schedule a run uses."""
+        if self.stream == "window":
+            return (
+                f"streaming schedule: windows of {self.token_hop_len} + {self.token_overlap_len} overlap tokens "
+                f"(x{self.stream_scale_factor} up to {self.token_max_hop_len}), flow cache prompt + "
+                f"{self.flow_cache_frames} frames, mel cross-fade {self.mel_overlap_len} frames, mel cache "
+                f"{self.mel_cache_len} frames, source cache {self.source_cache_len} samples, {self.crossfade.window} "
+                f"cross-fade {self.crossfade.length}, output chunks {self.output_chunk_samples} samples at "
+                f"{self.sample_rate} Hz, hop growth {self.hop_growth}"
+            )
         vocoder = (
             "vocoder recomputed over all mel, new samples emitted (no cache, no cross-fade)"
             if self.vocoder == "recompute"
@@ -195,6 +256,7 @@ def check_policy_facts(policy: ChunkPolicy, spec) -> None:
             )
 
 
+WINDOW_FIELDS = ("token_rate", "token_overlap_len", "mel_overlap_len", "flow_cache_frames")
 INT_FIELDS = (
     "token_hop_len",
     "token_max_hop_len",
@@ -210,10 +272,11 @@ INT_FIELDS = (
 
 @dataclass(frozen=True)
 class FlowCall:
-    end: int  # generated tokens passed to the flow: token[:end] (lookahead included when not final)
-    token_offset: int  # generated tokens already emitted: their mel frames are sliced off
+    end: int  # generated tokens passed to the flow: token[start:end] (lookahead included when not final)
+    token_offset: int  # generated tokens already emitted: their mel frames are sliced off (prefix stream)
     streaming: bool
     finalize: bool
+    start: int = 0  # window stream: the window's first token (== token_offset; the flow sees only the window)
 
 
 class TokenHopSchedule:
@@ -256,3 +319,27 @@ class TokenHopSchedule:
         return [
             (calls[i + 1].token_offset if i + 1 < len(calls) else total) - c.token_offset for i, c in enumerate(calls)
         ]
+
+
+class WindowSchedule(TokenHopSchedule):
+    """Upstream CosyVoiceModel.tts (CosyVoice 1): once `hop + overlap` tokens are queued, the flow runs on that
+    window (plus the prompt); then the first `hop` tokens are dropped and the overlap kept; the hop grows by
+    stream_scale_factor up to token_max_hop_len (upstream: x1, 100 tokens forever). When the LLM is done, one
+    final call takes every remaining token."""
+
+    def __init__(self, policy: ChunkPolicy, prompt_tokens: int):
+        super().__init__(policy, prompt_tokens)
+        self.prompt_pad = 0
+
+    def next_call(self, available: int) -> FlowCall | None:
+        hop, overlap = self.hop, self.policy.token_overlap_len
+        if available - self.token_offset < hop + overlap:
+            return None
+        start = self.token_offset
+        call = FlowCall(start + hop + overlap, start, streaming=True, finalize=False, start=start)
+        self.token_offset += hop
+        self.hop = min(self.policy.token_max_hop_len, int(self.hop * self.policy.stream_scale_factor))
+        return call
+
+    def final_call(self, total: int) -> FlowCall:
+        return FlowCall(total, self.token_offset, streaming=False, finalize=True, start=self.token_offset)

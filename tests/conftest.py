@@ -76,6 +76,24 @@ def tiny_v3_model(tiny_v3_bundle):
     return Bundle.open(tiny_v3_bundle).build()
 
 
+@pytest.fixture(scope="session")
+def tiny_v1_bundle(tmp_path_factory) -> Path:
+    """A tiny random-init CosyVoice 1 bundle (SFT layout with spk2info.pt; seed 0, upstream's own init)."""
+    if not HAVE_ORACLE:
+        pytest.skip("upstream CosyVoice oracle not installed")
+    from exporters.random.bundle import make_random_bundle
+
+    return make_random_bundle(tmp_path_factory.mktemp("bundle-v1") / "tiny-v1", "tiny", 0, family="cosyvoice1")
+
+
+@pytest.fixture(scope="session")
+def tiny_v1_model(tiny_v1_bundle):
+    """The upstream modules of the tiny v1 bundle, weights loaded strictly (shared: do not mutate)."""
+    from exporters.model.bundle import Bundle
+
+    return Bundle.open(tiny_v1_bundle).build()
+
+
 def export_tiny(bundle: Path, out: Path, random_init: dict) -> Path:
     """A tiny bundle exported with every graph its family registers (seed 0), quietly."""
     from exporters.pipeline.graph import ExportOptions

@@ -107,16 +107,6 @@ def test_yaml_of_another_model(tiny_bundle, tmp_path):
     assert "a cosyvoice2 yaml declares llm Qwen2LM" in msg
 
 
-@needs_shared_data
-def test_unsupported_family_is_refused(tmp_path):
-    (tmp_path / "b").mkdir()
-    shutil.copy(DATA_DIR / "cosyvoice_300m.yaml", tmp_path / "b" / "cosyvoice.yaml")
-    from exporters.model.bundle import Bundle
-
-    with pytest.raises(ToolError, match="cosyvoice1 bundles are not supported by this version"):
-        Bundle.open(tmp_path / "b")
-
-
 def test_verify_official_reports_size_mismatch(tiny_bundle):
     from exporters.model.bundle import Bundle
 

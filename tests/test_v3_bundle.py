@@ -127,7 +127,7 @@ def test_verify_official_knows_the_v3_files(tiny_v3_bundle):
 @pytest.mark.parametrize(
     "args, expect",
     [
-        (["--random-init", "tiny", "--family", "v4"], "'v4' (choose from v2, v3)"),
+        (["--random-init", "tiny", "--family", "v4"], "'v4' (choose from v1, v2, v3)"),
         (["--model-dir", "m", "--family", "v3"], "--family needs --random-init"),
     ],
 )

@@ -24,7 +24,12 @@ REGISTRY_V3: dict[str, type[GraphExporter]] = {  # Fun-CosyVoice3
     HiftV3FinalExporter.name: HiftV3FinalExporter,
     LLMV3Exporter.name: LLMV3Exporter,
 }
-REGISTRIES: dict[str, dict[str, type[GraphExporter]]] = {"cosyvoice2": REGISTRY, "cosyvoice3": REGISTRY_V3}
+REGISTRY_V1: dict[str, type[GraphExporter]] = {}  # CosyVoice 1 (CosyVoice-300M / -SFT / -Instruct)
+REGISTRIES: dict[str, dict[str, type[GraphExporter]]] = {
+    "cosyvoice1": REGISTRY_V1,
+    "cosyvoice2": REGISTRY,
+    "cosyvoice3": REGISTRY_V3,
+}
 
 
 def exportable_families() -> list[str]:

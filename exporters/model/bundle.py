@@ -18,6 +18,16 @@ QWEN_DIR = "CosyVoice-BlankEN"
 # What each family's bundle must hold (relative paths). model.safetensors is not needed: llm.pt holds
 # every Qwen2 weight and the backbone is built from config.json alone.
 REQUIRED = {
+    # CosyVoice-300M / -SFT / -Instruct. The text tokenizer is whisper's multilingual tiktoken (from the
+    # openai-whisper package, not the bundle); spk2info.pt is optional (SFT / Instruct speakers).
+    "cosyvoice1": [
+        "cosyvoice.yaml",
+        "llm.pt",
+        "flow.pt",
+        "hift.pt",
+        "campplus.onnx",
+        "speech_tokenizer_v1.onnx",
+    ],
     "cosyvoice2": [
         "cosyvoice2.yaml",
         "llm.pt",
@@ -43,6 +53,8 @@ REQUIRED = {
         f"{QWEN_DIR}/tokenizer_config.json",
     ],
 }
+# Files used when present (hashed into the manifest like the required ones).
+OPTIONAL = {"cosyvoice1": ["spk2info.pt"]}
 # Official CosyVoice2-0.5B files: size in bytes, sha256 (public LFS pointers).
 OFFICIAL = {
     "cosyvoice2": {
@@ -66,6 +78,14 @@ OFFICIAL = {
         f"{QWEN_DIR}/tokenizer_config.json": (1287, "482bd979881423375ca5414e4e0d94cd7c5349dbb17fffd46b4d36d71e62a1bc"),
         f"{QWEN_DIR}/vocab.json": (2776833, "ca10d7e9fb3ed18575dd1e277a2579c16d108e32f27439684afa0e10b1440910"),
     },
+}
+OFFICIAL["cosyvoice1"] = {  # one file shared by every CosyVoice-300M variant (the others differ per variant)
+    "campplus.onnx": OFFICIAL["cosyvoice2"]["campplus.onnx"],
+}
+# llm.pt of the official CosyVoice-300M-Instruct (current and previous upload): an instruct-trained LLM.
+INSTRUCT_LLM_SHA256 = {
+    "ef23893d68b93406eae04719a3b800488921e08b394624e9a5ba69bea3a59a13",
+    "1349d5936350dbcaa7548f1b318f2e4251af74a4d1e206682187d7903f3508bb",
 }
 # Other official revisions seen in public (same file name, other content): accepted by --verify-official.
 OFFICIAL_ALTERNATIVES = {
@@ -104,7 +124,8 @@ class Bundle:
         empty = [rel for rel in REQUIRED[family] if (root / rel).stat().st_size == 0]
         if empty:
             raise ToolError(root / empty[0], "is empty", "the file as shipped with the bundle")
-        return cls(root=root, family=family, yaml_path=yaml_path, files={rel: root / rel for rel in REQUIRED[family]})
+        present = REQUIRED[family] + [rel for rel in OPTIONAL.get(family, ()) if (root / rel).is_file()]
+        return cls(root=root, family=family, yaml_path=yaml_path, files={rel: root / rel for rel in present})
 
     def hashes(self) -> dict[str, dict]:
         """size + sha256 of every bundle file, for the manifest."""
@@ -129,6 +150,14 @@ class Bundle:
                     raise ToolError(path, f"has sha256 {got[:16]}…", f"the official {rel} has {digest[:16]}…")
             checked.append(rel)
         return checked
+
+    def instruct(self, hashes: dict[str, dict]) -> bool:
+        """CosyVoice 1 only: whether the LLM is the instruct-trained one. Its weights have the same shapes as the
+        SFT model's, so: the official Instruct llm.pt by sha256, or a bundle directory named like upstream's
+        (`...-Instruct`, the rule upstream's CosyVoice class used)."""
+        if self.family != "cosyvoice1":
+            return False
+        return hashes.get("llm.pt", {}).get("sha256") in INSTRUCT_LLM_SHA256 or "-Instruct" in self.root.resolve().name
 
     def build(self, with_llm: bool = True) -> BuiltModel:
         """Build the upstream modules from the yaml and load llm.pt / flow.pt / hift.pt strictly."""

@@ -22,7 +22,7 @@ FAMILIES = {
     "cosyvoice3": ("cosyvoice3.yaml", ("CosyVoice3LM", "CausalMaskedDiffWithDiT", "CausalHiFTGenerator")),
 }
 # Families whose modules this version builds and exports (graphs: exporters/graphs/__init__.py REGISTRIES).
-SUPPORTED_FAMILIES = ("cosyvoice2", "cosyvoice3")
+SUPPORTED_FAMILIES = ("cosyvoice1", "cosyvoice2", "cosyvoice3")
 MODULE_KEYS = ("llm", "flow", "hift")
 EXTRA_KEYS = ("feat_extractor",)
 _TOP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:(.*)$")
@@ -64,8 +64,8 @@ def check_family(yaml_path: Path, family: str, yaml_text: str) -> None:
         )
 
 
-def inference_yaml(yaml_text: str) -> str:
-    """Keep one-line top-level parameters plus the llm/flow/hift/feat_extractor blocks."""
+def inference_yaml(yaml_text: str, keys: tuple[str, ...] = MODULE_KEYS + EXTRA_KEYS) -> str:
+    """Keep one-line top-level parameters plus the blocks of `keys` (default llm/flow/hift/feat_extractor)."""
     blocks: list[tuple[str, list[str]]] = []
     for line in yaml_text.splitlines():
         m = _TOP_KEY.match(line)
@@ -78,9 +78,24 @@ def inference_yaml(yaml_text: str) -> str:
         body = [ln for ln in lines[1:] if ln.strip() and not ln.lstrip().startswith("#")]
         value = lines[0].split(":", 1)[1].strip()
         scalar = not body and not value.startswith(("!new:", "!name:", "!apply:", "["))
-        if key in MODULE_KEYS + EXTRA_KEYS or scalar:
+        if key in keys or scalar:
             kept.append("\n".join(lines))
     return "\n".join(kept) + "\n"
+
+
+def load_yaml_entry(yaml_path: Path, key: str):
+    """One top-level entry of a bundle's yaml (e.g. `get_tokenizer`), built by HyperPyYAML with the yaml's scalar
+    parameters; None when the yaml has no such entry."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    text = yaml_path.read_text()
+    blocks = inference_yaml(text, keys=(key,))
+    if not re.search(rf"^{re.escape(key)}\s*:", blocks, re.M):
+        return None
+    try:
+        return load_hyperpyyaml(blocks)[key]
+    except Exception as e:  # unknown classes, bad arguments
+        raise ToolError(yaml_path, f"entry {key!r} cannot be built ({type(e).__name__}: {e})") from None
 
 
 @contextlib.contextmanager
@@ -129,7 +144,9 @@ def build_modules(yaml_path: Path, family: str, qwen_dir: Path, with_llm: bool =
         text = re.sub(r"^llm:.*?(?=^\S)", "", text, flags=re.M | re.S)
     try:
         with qwen_from_config_only():
-            cfg = load_hyperpyyaml(text, overrides={"qwen_pretrain_path": str(qwen_dir)})
+            # CosyVoice 1 has no Qwen2 backbone (and its yaml no qwen_pretrain_path to override)
+            overrides = {} if family == "cosyvoice1" else {"qwen_pretrain_path": str(qwen_dir)}
+            cfg = load_hyperpyyaml(text, overrides=overrides)
     except ToolError:
         raise
     except OSError as e:

@@ -24,7 +24,11 @@ FRONTEND_FILES = {
     "tokenizer_config": (f"{QWEN_DIR}/tokenizer_config.json", "Qwen2 tokenizer config (special tokens)"),
 }
 
-SPEECH_TOKENIZER = {"cosyvoice2": "speech_tokenizer_v2.onnx", "cosyvoice3": "speech_tokenizer_v3.onnx"}
+SPEECH_TOKENIZER = {
+    "cosyvoice1": "speech_tokenizer_v1.onnx",
+    "cosyvoice2": "speech_tokenizer_v2.onnx",
+    "cosyvoice3": "speech_tokenizer_v3.onnx",
+}
 
 
 @dataclass
@@ -46,6 +50,30 @@ def added_special_tokens(bundle: Bundle) -> list[str]:
     return [str(t) for t in tok.special_tokens["additional_special_tokens"]]
 
 
+def _copy_files(bundle: Bundle, writer: PackWriter, keys) -> dict:
+    out = {}
+    for key in keys:
+        rel, doc = FRONTEND_FILES[key]
+        rel = rel.format(speech_tokenizer=SPEECH_TOKENIZER[bundle.family])
+        dst_rel = f"frontend/{Path(rel).name}"
+        dst = writer.path(dst_rel)
+        shutil.copyfile(bundle.root / rel, dst)  # a copy, not a link: the pack must not share inodes with the bundle
+        out[key] = {"file": dst_rel, **file_record(dst), "doc": doc}
+    return out
+
+
+def _copy_frontend_v1(bundle: Bundle, writer: PackWriter, model) -> tuple[dict, dict]:
+    """CosyVoice 1: CAM++ and the speech tokenizer as shipped, the text tokenizer as tiktoken files, the speakers;
+    returns (frontend records, the modes the pack offers)."""
+    from exporters.pipeline.frontend_v1 import speaker_files, text_tokenizer_files
+
+    out = _copy_files(bundle, writer, ("campplus", "speech_tokenizer"))
+    out.update(text_tokenizer_files(bundle.yaml_path, writer))
+    speakers, n = speaker_files(bundle.root, int(model.flow.spk_embed_affine_layer.in_features), writer)
+    out.update(speakers)
+    return out, {"speakers": n}
+
+
 def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
     out = {}
     rel = "frontend/added_special_tokens.json"
@@ -55,13 +83,7 @@ def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
         **file_record(writer.path(rel)),
         "doc": "special tokens upstream's tokenizer adds after Qwen2's, in its order (ids from 151646 on)",
     }
-    for key, (rel, doc) in FRONTEND_FILES.items():
-        rel = rel.format(speech_tokenizer=SPEECH_TOKENIZER[bundle.family])
-        src = bundle.root / rel
-        dst_rel = f"frontend/{Path(rel).name}"
-        dst = writer.path(dst_rel)
-        shutil.copyfile(src, dst)  # a copy, not a link: the pack must not share inodes with the bundle
-        out[key] = {"file": dst_rel, **file_record(dst), "doc": doc}
+    out.update(_copy_files(bundle, writer, FRONTEND_FILES))
     return out
 
 
@@ -92,6 +114,13 @@ def export_pack(
         results: list[GraphResult] = []
         for exp in exporters:
             results.extend(export_graph(exp, model, policy, writer, opts))
+        hashes = bundle.hashes()
+        config = model_config(model)
+        if bundle.family == "cosyvoice1":
+            frontend, modes = _copy_frontend_v1(bundle, writer, model)
+            config["modes"] = {**modes, "instruct": bundle.instruct(hashes)}
+        else:
+            frontend = _copy_frontend(bundle, writer)
         manifest = {
             "tool": {
                 "name": "cosyvoice-pack",
@@ -102,8 +131,8 @@ def export_pack(
             },
             "model": {
                 "family": bundle.family,
-                "source": {"random_init": random_init, "files": bundle.hashes()},
-                "config": model_config(model),
+                "source": {"random_init": random_init, "files": hashes},
+                "config": config,
             },
             "audio": {
                 "sample_rate": model.sample_rate,
@@ -111,7 +140,7 @@ def export_pack(
                 "channels": 1,
                 "chunk_policy": policy.to_dict(),
             },
-            "frontend": _copy_frontend(bundle, writer),
+            "frontend": frontend,
         }
         path = writer.commit(manifest)
     return PackResult(path, results, time.time() - t0)

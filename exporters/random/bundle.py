@@ -14,11 +14,13 @@ from pathlib import Path
 
 from exporters.random.calibration import Calibration, calibrate_hift, calibrate_llm_head, jitter_constant_tensors
 from exporters.random.config import ARCH, SIZES, TOKENIZER_CONFIG, qwen_config, render_yaml, tokenizer_source
+from exporters.random.config_v1 import V1_ARCH, render_v1_yaml
 from exporters.random.config_v3 import V3_ARCH, render_v3_yaml
 from specs.errors import ToolError
 
 # family -> (yaml file name, speech tokenizer file name) of the official layout
 FAMILY_FILES = {
+    "cosyvoice1": ("cosyvoice.yaml", "speech_tokenizer_v1.onnx"),
     "cosyvoice2": ("cosyvoice2.yaml", "speech_tokenizer_v2.onnx"),
     "cosyvoice3": ("cosyvoice3.yaml", "speech_tokenizer_v3.onnx"),
 }
@@ -50,14 +52,16 @@ def make_random_bundle(
             raise ToolError("--family", f"unknown family {family!r}", f"one of {', '.join(FAMILY_FILES)}")
         yaml_name, tokenizer_name = FAMILY_FILES[family]
         step(f"writing {size} {family} config")
-        (tmp / yaml_name).write_text(render_v3_yaml(size) if family == "cosyvoice3" else render_yaml(size))
+        render = {"cosyvoice1": render_v1_yaml, "cosyvoice3": render_v3_yaml}.get(family, render_yaml)
+        (tmp / yaml_name).write_text(render(size))
         qdir = tmp / "CosyVoice-BlankEN"
-        qdir.mkdir()
-        (qdir / "config.json").write_text(json.dumps(qwen_config(size, family), indent=2) + "\n")
-        (qdir / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
-        src = tokenizer_source()
-        shutil.copyfile(src / "vocab.json", qdir / "vocab.json")
-        shutil.copyfile(src / "merges.txt", qdir / "merges.txt")
+        if family != "cosyvoice1":  # CosyVoice 1 tokenizes with whisper's tiktoken: no Qwen2 directory
+            qdir.mkdir()
+            (qdir / "config.json").write_text(json.dumps(qwen_config(size, family), indent=2) + "\n")
+            (qdir / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
+            src = tokenizer_source()
+            shutil.copyfile(src / "vocab.json", qdir / "vocab.json")
+            shutil.copyfile(src / "merges.txt", qdir / "merges.txt")
 
         step("building modules")
         from exporters.model.config import build_modules
@@ -65,8 +69,8 @@ def make_random_bundle(
         torch.manual_seed(seed)
         model = build_modules(tmp / yaml_name, family, qdir)
         cal = Calibration()
-        if calibrate and family == "cosyvoice3":
-            cal.notes.append("cosyvoice3: upstream's own initialisation (no calibration written for v3 yet)")
+        if calibrate and family != "cosyvoice2":
+            cal.notes.append(f"{family}: upstream's own initialisation (no calibration written for it yet)")
         elif calibrate:
             step("randomising and calibrating weights")
             gen = torch.Generator().manual_seed(seed + 1)
@@ -84,15 +88,17 @@ def make_random_bundle(
         from exporters.random.standins import write_campplus_standin, write_speech_tokenizer_standin
 
         write_campplus_standin(tmp / "campplus.onnx", seed)
-        write_speech_tokenizer_standin(tmp / tokenizer_name, seed)
+        write_speech_tokenizer_standin(tmp / tokenizer_name, seed, v1=family == "cosyvoice1")
+        if family == "cosyvoice1":  # the SFT layout: named speakers -> x-vector, as upstream's spk2info.pt
+            write_spk2info(tmp / "spk2info.pt", seed)
         (tmp / "random_init.json").write_text(
             json.dumps(
                 {
                     "family": family,
                     "size": size,
                     "seed": seed,
-                    "calibrated": calibrate and family != "cosyvoice3",
-                    "arch": asdict(V3_ARCH[size] if family == "cosyvoice3" else ARCH[size]),
+                    "calibrated": calibrate and family == "cosyvoice2",
+                    "arch": asdict({"cosyvoice1": V1_ARCH, "cosyvoice3": V3_ARCH}.get(family, ARCH)[size]),
                     "calibration": asdict(cal),
                 },
                 indent=2,
@@ -105,3 +111,16 @@ def make_random_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+# Speaker names of the CosyVoice-300M-SFT bundle's spk2info.pt (its seven built-in voices).
+SFT_SPEAKERS = ("中文女", "中文男", "日语男", "粤语女", "英文女", "英文男", "韩语女")
+
+
+def write_spk2info(path: Path, seed: int) -> None:
+    """spk2info.pt as the SFT bundles ship it: speaker name -> {'embedding': (1, 192) float32 x-vector}."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 7)
+    info = {name: {"embedding": torch.randn(1, 192, generator=gen) * 3.0} for name in SFT_SPEAKERS}
+    torch.save(info, path)

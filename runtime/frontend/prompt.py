@@ -164,7 +164,8 @@ class PromptFrontend:
                 "model.config has no feat_extractor",
                 "a pack exported by this version of tts-export",
             )
-        ratio = int(config.get("flow", {}).get("token_mel_ratio", 2))
+        # CosyVoice 1 has no integer ratio (config lacks it) and upstream aligns only the 24 kHz families
+        ratio = int(config.get("flow", {}).get("token_mel_ratio", 0 if pack.family == "cosyvoice1" else 2))
         return cls(
             pack.root / files["campplus"]["file"],
             pack.root / files["speech_tokenizer"]["file"],
@@ -191,7 +192,9 @@ class PromptFrontend:
 
     def zero_shot(self, prompt_wav: str | Path | PromptAudio, prompt_text: str) -> PromptInputs:
         audio = prompt_wav if isinstance(prompt_wav, PromptAudio) else load_prompt_wav(prompt_wav)
-        tokens, feat = align_prompt(self.speech_tokens(audio), self.speech_feat(audio), self.token_mel_ratio)
+        tokens, feat = self.speech_tokens(audio), self.speech_feat(audio)
+        if self.token_mel_ratio:  # CosyVoice2/3 (upstream: resample_rate == 24000); CosyVoice 1 keeps both whole
+            tokens, feat = align_prompt(tokens, feat, self.token_mel_ratio)
         return PromptInputs(
             prompt_text=self.prompt_text_ids(prompt_text),
             speech_tokens=tokens,

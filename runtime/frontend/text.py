@@ -83,6 +83,10 @@ class TextTokenizer:
     def from_pack(cls, pack) -> TextTokenizer:
         """From the pack's `frontend` section (tokenizer_vocab, optional tokenizer_merges / tokenizer_config)."""
         files = pack.manifest.get("frontend", {})
+        if "tiktoken_ranks" in files:  # CosyVoice 1: a tiktoken encoding, not Qwen2's BPE
+            from runtime.frontend.text_tiktoken import TiktokenTextTokenizer
+
+            return TiktokenTextTokenizer.from_pack(pack)  # type: ignore[return-value]
         if "tokenizer_vocab" not in files:
             raise ToolError(
                 pack.root / "manifest.json",
