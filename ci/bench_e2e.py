@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """End-to-end streaming benchmark at full size on CPU: `TtsSession` (the `tts-run` runtime) on the pack vs
 upstream PyTorch `CosyVoice2Model.tts(stream=True)` (`--family v3`: `CosyVoice3Model.tts`, fp32: upstream runs
-v3's token2wav under fp16 autocast on GPU only), in one run.
+v3's token2wav under fp16 autocast on GPU only; `--family v1`: `CosyVoiceModel.tts` with the runtime's flow and
+HiFT noise injected), in one run.
 
 Both sides synthesize the same utterance with the same work: the same text ids, no prompt, the same
 ras_sampling with the same seed but with every stop id masked, so both generate exactly max_len = 20 x
@@ -15,7 +16,7 @@ as tts-run does by default (sequential) and pipelined (`tts-run --pipeline`: LLM
 give the same bytes. Upstream's streaming
 loop polls with `time.sleep(0.1)` per iteration: that is part of its real TTFA and is measured as is.
 
-    flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2] [--family v3]
+    flock /tmp/fullsize.lock .venv/bin/python ci/bench_e2e.py [--work build/full] [--threads 2] [--family v1|v3]
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from pathlib import Path
 import full_size  # noqa: E402,F401  (sys.path + the upstream oracle, before torch)
 from full_size import DEFAULT_WORK, full_bundle, full_pack  # noqa: E402
 
-FAMILIES = {"v2": "cosyvoice2", "v3": "cosyvoice3"}
+FAMILIES = {"v1": "cosyvoice1", "v2": "cosyvoice2", "v3": "cosyvoice3"}
 # PCM bounds (max, mean LSB) of the tiny end-to-end parity tests, streaming: tests/test_e2e_parity.py (v2: F0
 # phase drift over calibrated voiced audio), tests/test_v3_e2e_parity.py (v3, upstream init)
-PCM_BOUNDS = {"cosyvoice2": (20, 2.0), "cosyvoice3": (2, 0.1)}
+PCM_BOUNDS = {"cosyvoice1": (2, 0.1), "cosyvoice2": (20, 2.0), "cosyvoice3": (2, 0.1)}
 
 # About 8 text tokens: with every stop id masked, both sides generate max_len = 20 x 8 = 160 speech tokens.
 TEXT = "Both engines say this in full."
@@ -113,7 +114,7 @@ def worker(side: str, args) -> dict:
         model = Bundle.open(full_bundle(args.work, args.seed, family)).build()
         facts = pack.graph("llm").spec().facts
         params = RasParams(**model.sampling)
-        stops = [int(t) for t in model.llm.stop_token_ids]
+        stops = [int(t) for t in facts["stop_tokens"]]
         load = time.perf_counter() - t_load
 
         def run(text):
@@ -127,8 +128,9 @@ def worker(side: str, args) -> dict:
             sampler = lambda sc, dec: tokens.append(base(sc, dec)) or tokens[-1]  # noqa: E731
             t0 = time.perf_counter()
             first, out = None, []
-            noise_seed = derive_seed(args.seed, 0, 1)
-            for chunk in upstream_tts(model, ids, Prompt.none(80), True, sampler, noise_seed, prompt_text):
+            noise_seed, flow_seed = derive_seed(args.seed, 0, 1), derive_seed(args.seed, 0, 2)
+            prompt = Prompt.none(80)
+            for chunk in upstream_tts(model, ids, prompt, True, sampler, noise_seed, prompt_text, flow_seed=flow_seed):
                 if first is None:
                     first = time.perf_counter() - t0
                 out.append(chunk)
@@ -155,7 +157,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text", default=TEXT, help="the utterance (speech tokens = 20 x its text tokens)")
-    ap.add_argument("--family", choices=sorted(FAMILIES), default="v2", help="v2 (CosyVoice2) or v3 (Fun-CosyVoice3)")
+    ap.add_argument(
+        "--family", choices=sorted(FAMILIES), default="v2", help="v1 (CosyVoice 1), v2 (CosyVoice2) or v3 (CosyVoice3)"
+    )
     ap.add_argument("--side", choices=["runtime", "pipelined", "pipelined-split", "upstream"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:

@@ -85,9 +85,7 @@ def main() -> int:
         ins, _ = vectors["deep_decode"]
         past = ins["past_key_values.0.key"].shape[2]
         layers = model.llm.llm.model.config.num_hidden_layers
-        cache = tuple(
-            (t(ins[f"past_key_values.{i}.key"]), t(ins[f"past_key_values.{i}.value"])) for i in range(layers)
-        )
+        cache = tuple((t(ins[f"past_key_values.{i}.key"]), t(ins[f"past_key_values.{i}.value"])) for i in range(layers))
         from transformers.cache_utils import DynamicCache
 
         def llm_torch():

@@ -22,10 +22,11 @@ if (SHARED / "oracle" / "oracle_env.py").exists():
 
 def full_bundle(work: Path = DEFAULT_WORK, seed: int = 0, family: str = "cosyvoice2") -> Path:
     """The full-size random-init bundle of `family` in `work` (made on first use): bundle-full-SEED (CosyVoice2),
-    bundle-full-v3-SEED (Fun-CosyVoice3, upstream's own init)."""
+    bundle-full-v3-SEED (Fun-CosyVoice3) and bundle-full-v1-SEED (CosyVoice 1), both upstream's own init."""
     from exporters.random.bundle import make_random_bundle
 
-    bundle = work / (f"bundle-full-v3-{seed}" if family == "cosyvoice3" else f"bundle-full-{seed}")
+    tag = {"cosyvoice1": "v1-", "cosyvoice3": "v3-"}.get(family, "")
+    bundle = work / f"bundle-full-{tag}{seed}"
     if not bundle.exists():
         print(f"writing full-size random {family} bundle to {bundle}", flush=True)
         make_random_bundle(bundle, "full", seed, family=family)
@@ -34,4 +35,4 @@ def full_bundle(work: Path = DEFAULT_WORK, seed: int = 0, family: str = "cosyvoi
 
 def full_pack(work: Path = DEFAULT_WORK, family: str = "cosyvoice2") -> Path:
     """Where the full-size scripts expect the exported pack of `family`."""
-    return work / ("pack-v3" if family == "cosyvoice3" else "pack")
+    return work / {"cosyvoice1": "pack-v1", "cosyvoice3": "pack-v3"}.get(family, "pack")

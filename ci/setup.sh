@@ -21,8 +21,12 @@ else
        "code; place the shared folder beside the repository or set COSYVOICE_SHARED (see RUNBOOK.md)." >&2
   exit 1
 fi
-say "this project (runtime + export + test extras)"
-quiet_pip -e '.[export,test]'
-.venv/bin/python -c "import torch, onnx, onnxruntime, cosyvoice, specs, exporters, runtime, trt" \
+say "this project (runtime + export + serve + test extras)"
+quiet_pip -e '.[export,serve,test]'
+.venv/bin/python -c "import torch, onnx, onnxruntime, cosyvoice, whisper, fastapi, specs, exporters, runtime, trt, serving" \
   || { echo "[setup] ERROR | installation incomplete" >&2; exit 1; }
+# The Triton test vehicle (nvidia-pytriton's tritonserver, numpy < 2) lives in its own venv; without it the live
+# Triton tests skip with that reason.
+say "Triton test venv (ci/triton_env.sh)"
+bash ci/triton_env.sh || say "WARNING | the Triton test venv could not be made: tests/test_triton.py live tests skip"
 say "done: $(.venv/bin/python -c 'import torch, onnxruntime; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__)')"

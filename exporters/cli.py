@@ -20,8 +20,8 @@ app = new_app()
 
 @app.command()
 def export(
-    out: Path = typer.Option(
-        ...,
+    out: Path | None = typer.Option(
+        None,
         "--out",
         "-o",
         help="Pack directory to write (written atomically: a temporary "
@@ -78,7 +78,22 @@ def export(
         "--verify-official",
         help="Check the size and sha256 of known official files (llm.pt, flow.pt, hift.pt, ...) before exporting.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pack at --out."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing pack at --out (or repository at --triton-repo)."
+    ),
+    pack: Path | None = typer.Option(None, "--pack", help="With --triton-repo: a pack written by tts-export."),
+    triton_repo: Path | None = typer.Option(
+        None,
+        "--triton-repo",
+        help="Write a Triton model repository for --pack into this directory (no export): see RUNBOOK.md, "
+        "'Serving with Triton'.",
+    ),
+    llm: str = typer.Option(
+        "local",
+        "--llm",
+        help="With --triton-repo: 'local' (the pack's LLM graph as the repository's llm model) or 'openai=URL' "
+        "(an OpenAI-compatible /v1/chat/completions server such as vLLM or trtllm-serve).",
+    ),
 ):
     """Export a CosyVoice bundle to an artifact pack and check every graph against upstream PyTorch.
 
@@ -106,6 +121,21 @@ def export(
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+    if triton_repo is not None or pack is not None:
+        if triton_repo is None or pack is None:
+            raise typer.BadParameter("--pack and --triton-repo go together", param_hint="--triton-repo")
+        if model_dir is not None or random_init is not None or out is not None:
+            raise typer.BadParameter(
+                "--triton-repo reads an exported --pack (no --model-dir / --random-init / --out)",
+                param_hint="--triton-repo",
+            )
+        from serving.triton import write_triton_repo
+
+        path = write_triton_repo(pack, triton_repo, llm=llm, overwrite=overwrite)
+        log(f"PASSED | Triton repository {path} for {pack} (llm {llm}); serve: tritonserver --model-repository {path}")
+        return
+    if out is None:
+        raise typer.BadParameter("missing (the pack directory to write)", param_hint="--out")
     names = [n.strip() for g in (graphs or []) for n in g.split(",") if n.strip()] or None
     if (model_dir is None) == (random_init is None):  # usage errors: typer's exit code 2
         raise typer.BadParameter(

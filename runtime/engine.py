@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ TOKEN2WAV_GRAPHS = {
     "cosyvoice2": (ENCODER, ESTIMATOR, HIFT),
     "cosyvoice3": (CONDITION_GRAPHS["cosyvoice3"], ESTIMATOR, RECOMPUTE_HIFT, RECOMPUTE_HIFT_FINAL),
 }
+
+if TYPE_CHECKING:
+    from runtime.flow_v1 import V1FlowStage
 
 _ENGINES: dict[tuple, PackEngine] = {}
 _LOCK = threading.Lock()
@@ -87,7 +91,9 @@ class PackEngine:
         if family == "cosyvoice1":  # fresh seeded noise per call and a flow cache (runtime/flow_v1.py)
             from runtime.flow_v1 import V1FlowStage
 
-            self.flow = V1FlowStage(pack, device=device, threads=threads, sessions=flow_sessions)
+            self.flow: FlowStage | V1FlowStage = V1FlowStage(
+                pack, device=device, threads=threads, sessions=flow_sessions
+            )
         else:
             self.flow = FlowStage(pack, device=device, threads=threads, sessions=flow_sessions)
         self.vocoder_sessions = {g: self._plan_session(g) or self._ort_session(g) for g in graphs[2:]}
@@ -167,18 +173,20 @@ class PackEngine:
                     f"pack has no graph {self.llm_graph!r}, so it cannot synthesize from text",
                     "export the LLM too, or run token->audio with --tokens FILE",
                 )
-            if self.family == "cosyvoice1":  # TransformerLM: text encoder graph + K||V step graph
-                from runtime.llm_v1 import V1LLMStage as LLMStage
-            else:
-                from runtime.llm_stage import LLMStage  # type: ignore[assignment]
-
-            self._llm = LLMStage(
-                self.pack,
+            kwargs = dict(
                 graph=self.llm_graph,
                 device=self.device,
                 threads=self.llm_threads,
                 session=self._plan_session(self.llm_graph),
             )
+            if self.family == "cosyvoice1":  # TransformerLM: text encoder graph (maybe a plan too) + K||V step graph
+                from runtime.llm_v1 import V1LLMStage
+
+                self._llm = V1LLMStage(self.pack, text_session=self._plan_session("llm.text_encoder"), **kwargs)
+            else:
+                from runtime.llm_stage import LLMStage
+
+                self._llm = LLMStage(self.pack, **kwargs)
         return self._llm
 
     @property

@@ -404,8 +404,11 @@ class TtsSession:
         self.speech_tokens.append(got)
         window = None
         if e.chunk_policy.stream == "window":  # CosyVoice 1: fixed windows, flow cache, mel cross-fade
+            from runtime.flow_v1 import V1FlowStage
             from runtime.token2wav_v1 import WindowToken2Wav
 
+            if not isinstance(e.flow, V1FlowStage):
+                raise ToolError(e.pack.root, f"a window-stream chunk policy in a {e.family} pack", "a CosyVoice 1 pack")
             window = WindowToken2Wav(e.flow, vocoder, e.chunk_policy, seed=derive_seed(self.seed, segment, 2))
 
         def run(call):

@@ -9,33 +9,37 @@ for one utterance, call by call, as the window schedule (specs/chunk_policy.py W
 3. not final: the last mel_overlap_len frames are held back for the next call's fade and the rest goes to the
    cached vocoder (runtime/vocoder.py: mel cache, source cache, speech cross-fade); final: everything goes.
 
-Noise: upstream draws `randn_like(mu)` per flow call; here call k of an utterance draws from a counter-based
-stream keyed by (seed, k), so the same seed gives the same bytes.
+Noise: upstream draws `randn_like(mu)` per flow call; here call k of an utterance draws `FlowNoise(seed)(k, frames)`,
+a counter-based stream keyed by (seed, k), so the same seed gives the same bytes.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from runtime.flow_v1 import FlowCache, V1FlowStage
 from specs.chunk_policy import ChunkPolicy, FlowCall
+from specs.noise import FlowNoise
 
 
 class WindowToken2Wav:
-    def __init__(self, flow, vocoder, policy: ChunkPolicy, seed: int):
+    def __init__(self, flow: V1FlowStage, vocoder, policy: ChunkPolicy, seed: int):
         self.flow = flow
         self.vocoder = vocoder
         self.overlap = int(policy.mel_overlap_len)
         self.window = np.hamming(2 * self.overlap)  # upstream's mel_window, float64
-        self.noise = flow.noise_source(seed)
+        self.noise = FlowNoise(seed, flow.mel_bins)
         self.calls = 0
-        self.flow_cache = None
+        self.flow_cache = FlowCache.empty(flow.mel_bins)
         self.mel_tail: np.ndarray | None = None
 
     def __call__(self, tokens, call: FlowCall, prompt_tokens, prompt_feat, embedding) -> np.ndarray:
         """PCM16 of one call over `tokens[call.start:call.end]`."""
         window = np.asarray(tokens[call.start : call.end], np.int64)
-        mel, self.flow_cache = self.flow.token2mel_window(
-            window, prompt_tokens, prompt_feat, embedding, self.noise, self.calls, self.flow_cache
+        prompt_frames = np.asarray(prompt_feat).reshape(1, -1, self.flow.mel_bins).shape[1]
+        noise = self.noise(self.calls, self.flow.frames(len(window), prompt_frames))
+        mel, self.flow_cache = self.flow.inference(
+            window, prompt_tokens, prompt_feat, embedding, noise, self.flow_cache
         )
         self.calls += 1
         if self.mel_tail is not None:

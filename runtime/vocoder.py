@@ -19,8 +19,9 @@ HiFT clamps to +-0.99, but the hamming halves sum to ~1.08, so the cross-fade ca
 upstream's conversion would then flip the sign of a sample.
 
 Noise: `specs.noise.FrameNoise`, addressed by absolute mel frame, so the chunking does not change
-which noise a sample hears. All constants come from the pack: the typed chunk policy (specs/chunk_policy.py)
-and the hift graph's spec facts.
+which noise a sample hears. A graph with a `phase` input (CosyVoice 1's SineGen draws a random initial
+phase per harmonic on every call) gets `call_phase(seed, k)` on the utterance's k-th call. All constants
+come from the pack: the typed chunk policy (specs/chunk_policy.py) and the hift graph's spec facts.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from backends.ort import OrtRunner
 from backends.runner import Runner
 from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
-from specs.noise import FrameNoise
+from specs.noise import FrameNoise, call_phase, phase_uniforms  # noqa: F401  (phase_uniforms re-exported)
 from specs.pack import Pack
 
 GRAPH = "hift"
@@ -83,6 +84,8 @@ class VocoderStage:
         self.window = crossfade_window(policy.crossfade.window, policy.crossfade.length)
         self.overlap = len(self.window) // 2  # fits the held-back tail: ChunkPolicy.check
         self.noise = FrameNoise(seed, self.samples_per_frame, int(facts["harmonics"]))
+        self.seed, self.harmonics = int(seed), int(facts["harmonics"])
+        self.has_phase = "phase" in session.spec.input_names  # CosyVoice 1 only
         self.reset()
 
     @classmethod
@@ -92,9 +95,10 @@ class VocoderStage:
         return cls(session, pack.chunk_policy, seed=seed)
 
     def reset(self) -> None:
-        """Forget the previous utterance (caches and the absolute frame position of the noise)."""
+        """Forget the previous utterance (caches, the absolute frame position of the noise, the call index)."""
         self._cache: _Cache | None = None
         self._next_frame = 0
+        self._call = 0
 
     def push(self, mel: np.ndarray, final: bool = False) -> np.ndarray:
         """Vocode the next mel chunk (1, mel_bins, frames); returns its PCM16LE samples (int16 '<i2')."""
@@ -115,13 +119,15 @@ class VocoderStage:
                 f"at least mel_cache_len = {self.mel_cache_len} (what the next call re-reads)",
             )
         first = self._next_frame - (cache.mel.shape[2] if cache else 0)
-        out = self.session.run(
-            {
-                "mel": np.ascontiguousarray(mel_in),
-                "cache_source": cache_source,
-                "noise": self.noise(first, mel_in.shape[2]),
-            }
-        )
+        feed = {
+            "mel": np.ascontiguousarray(mel_in),
+            "cache_source": cache_source,
+            "noise": self.noise(first, mel_in.shape[2]),
+        }
+        if self.has_phase:
+            feed["phase"] = call_phase(self.seed, self._call, self.harmonics)
+        out = self.session.run(feed)
+        self._call += 1
         audio, source = out["audio"][0], out["source"]
         if cache is not None:
             audio = self._fade_in(audio, cache.speech)

@@ -247,7 +247,7 @@ class ChunkPolicy:
 def check_policy_facts(policy: ChunkPolicy, spec) -> None:
     """Graph facts that repeat a chunk-policy field (e.g. HiFT's mel_cache_len) must equal it: checked in this
     one place, at export and by tts-validate; the runtime then reads the policy only."""
-    for key in (*INT_FIELDS, "sample_rate"):
+    for key in (*INT_FIELDS, *WINDOW_FIELDS, "sample_rate"):
         if key in spec.facts and int(spec.facts[key]) != getattr(policy, key):
             raise ToolError(
                 f"{spec.graph} I/O spec",

@@ -112,6 +112,13 @@ def tiny_v3_pack(tiny_v3_bundle, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_v1_pack(tiny_v1_bundle, tmp_path_factory) -> Path:
+    """The tiny v1 bundle exported with every registered CosyVoice 1 graph (seed 0)."""
+    out = tmp_path_factory.mktemp("pack-v1") / "tiny-v1-pack"
+    return export_tiny(tiny_v1_bundle, out, {"size": "tiny", "seed": 0, "family": "cosyvoice1"})
+
+
+@pytest.fixture(scope="session")
 def tiny_pack(tiny_bundle, tmp_path_factory) -> Path:
     """The tiny bundle exported with every registered graph (seed 0)."""
     return export_tiny(tiny_bundle, tmp_path_factory.mktemp("pack") / "tiny-pack", {"size": "tiny", "seed": 0})

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO
 
-COMMANDS = ("tts-export", "tts-validate", "tts-run", "tts-build-trt")
+COMMANDS = ("tts-export", "tts-validate", "tts-run", "tts-build-trt", "tts-serve")
 
 
 def command_lines():

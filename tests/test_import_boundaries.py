@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 
-OURS = ("specs", "backends", "runtime", "trt", "conformance", "exporters")
+OURS = ("specs", "backends", "runtime", "trt", "conformance", "exporters", "serving")
 UPSTREAM = ("torch", "torchaudio", "cosyvoice", "matcha", "transformers", "hyperpyyaml")
 ENGINES = ("onnxruntime", "tensorrt", "polygraphy", "onnx", "onnxsim")
 # package -> packages it may never import, lazily or not
@@ -31,6 +31,7 @@ BANNED = {
     "trt": ("runtime", "conformance", "exporters") + UPSTREAM,
     "conformance": ("exporters",) + UPSTREAM,
     "exporters": ("runtime", "trt", "conformance"),
+    "serving": ("trt", "conformance", "exporters") + UPSTREAM,  # servers sit on the runtime, like tts-run
 }
 LAZY_IN_TRT = ("tensorrt", "polygraphy", "onnx")
 

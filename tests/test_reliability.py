@@ -217,8 +217,9 @@ def test_export_destinations_checked_before_any_work(tmp_path):
     existing.mkdir()
     kept = tmp_path / "kept"
     t0 = time.time()
-    rc, err = run("tts-export", "--random-init", "tiny", "--keep-bundle", str(kept), "--out", str(existing),
-                  cwd=tmp_path)
+    rc, err = run(
+        "tts-export", "--random-init", "tiny", "--keep-bundle", str(kept), "--out", str(existing), cwd=tmp_path
+    )
     assert rc == 1 and "already exists" in one_error(err)
     assert not kept.exists() and time.time() - t0 < 30  # the bundle was not built first
 
@@ -233,8 +234,12 @@ def test_failed_export_removes_the_parents_it_created(tmp_path):
 
 # ---- 3. bad arguments ------------------------------------------------------------------------------------------
 def test_invalid_utf8_argument_is_one_line(tiny_pack, tmp_path):
-    r = subprocess.run([str(BIN / "tts-run"), "--pack", str(tiny_pack), "--text", b"abc\xff\xfe", "--out",
-                        str(tmp_path / "o.wav")], capture_output=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        [str(BIN / "tts-run"), "--pack", str(tiny_pack), "--text", b"abc\xff\xfe", "--out", str(tmp_path / "o.wav")],
+        capture_output=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1 and "is not valid UTF-8" in one_error(r.stderr.decode(errors="replace"))
 
 
@@ -245,8 +250,9 @@ def test_token_ids_beyond_int64_are_one_line(tiny_pack, tmp_path, kind):
         f.write_text("1 2 99999999999999999999")
     else:
         np.save(f, np.array([1, 2**64 - 1], np.uint64))
-    rc, err = run("tts-run", "--pack", str(tiny_pack), "--tokens", str(f), "--out", str(tmp_path / "o.wav"),
-                  cwd=tmp_path)
+    rc, err = run(
+        "tts-run", "--pack", str(tiny_pack), "--tokens", str(f), "--out", str(tmp_path / "o.wav"), cwd=tmp_path
+    )
     line = one_error(err)
     assert rc == 1 and ("outside the 64-bit range" in line or "out of range" in line), line
 
@@ -256,8 +262,17 @@ def test_token_ids_beyond_int64_are_one_line(tiny_pack, tmp_path, kind):
 def test_text_with_nothing_to_say_is_refused(tiny_pack, tmp_path, text, mode):
     f = tmp_path / "t.txt"  # a file: argv cannot carry NUL bytes
     f.write_text(text)
-    rc, err = run("tts-run", "--pack", str(tiny_pack), "--text-file", str(f), "--out", str(tmp_path / "o.wav"),
-                  *mode, cwd=tmp_path)
+    rc, err = run(
+        "tts-run",
+        "--pack",
+        str(tiny_pack),
+        "--text-file",
+        str(f),
+        "--out",
+        str(tmp_path / "o.wav"),
+        *mode,
+        cwd=tmp_path,
+    )
     assert rc == 1 and "nothing to say" in one_error(err)
     assert not (tmp_path / "o.wav").exists()
 
@@ -275,8 +290,22 @@ def wait_for(pred, timeout=120.0) -> bool:
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_during_tts_run_leaves_no_debris(tiny_pack, tmp_path, sig, code):
     out, log = tmp_path / "o.wav", tmp_path / "chunks.jsonl"
-    p = subprocess.Popen([str(BIN / "tts-run"), "--pack", str(tiny_pack), "--text", LONG_TEXT, "--out", str(out),
-                          "--stream", "--chunk-log", str(log)], stderr=subprocess.PIPE, cwd=tmp_path)
+    p = subprocess.Popen(
+        [
+            str(BIN / "tts-run"),
+            "--pack",
+            str(tiny_pack),
+            "--text",
+            LONG_TEXT,
+            "--out",
+            str(out),
+            "--stream",
+            "--chunk-log",
+            str(log),
+        ],
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
     assert wait_for(lambda: (tmp_path / ".o.wav.part").exists() and (tmp_path / ".o.wav.part").stat().st_size > 44)
     p.send_signal(sig)
     _, err = p.communicate(timeout=60)
@@ -289,8 +318,12 @@ def test_sigterm_during_export_leaves_no_debris(tmp_path):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     out = tmp_path / "out" / "pack"
-    p = subprocess.Popen([str(BIN / "tts-export"), "--random-init", "tiny", "--out", str(out)], stderr=subprocess.PIPE,
-                         cwd=tmp_path, env={**os.environ, "TMPDIR": str(tmp)})
+    p = subprocess.Popen(
+        [str(BIN / "tts-export"), "--random-init", "tiny", "--out", str(out)],
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
     assert wait_for(lambda: any(tmp.iterdir()) or (tmp_path / "out").exists())
     time.sleep(2.0)  # well into building and exporting
     p.send_signal(signal.SIGTERM)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from exporters.graphs.base import GraphExporter
 from exporters.graphs.estimator import EstimatorExporter
 from exporters.graphs.flow_encoder import FlowEncoderExporter
+from exporters.graphs.flow_v1 import EstimatorV1Exporter, FlowEncoderV1Exporter
 from exporters.graphs.flow_v3 import EstimatorV3Exporter, FlowPrepV3Exporter
 from exporters.graphs.hift import HiftExporter
+from exporters.graphs.hift_v1 import HiftV1Exporter
 from exporters.graphs.hift_v3 import HiftV3Exporter, HiftV3FinalExporter
 from exporters.graphs.llm import LLMExporter
+from exporters.graphs.llm_v1 import LLMV1Exporter, TextEncoderV1Exporter
 from exporters.graphs.llm_v3 import LLMV3Exporter
 
 REGISTRY: dict[str, type[GraphExporter]] = {  # CosyVoice2
@@ -24,7 +27,13 @@ REGISTRY_V3: dict[str, type[GraphExporter]] = {  # Fun-CosyVoice3
     HiftV3FinalExporter.name: HiftV3FinalExporter,
     LLMV3Exporter.name: LLMV3Exporter,
 }
-REGISTRY_V1: dict[str, type[GraphExporter]] = {}  # CosyVoice 1 (CosyVoice-300M / -SFT / -Instruct)
+REGISTRY_V1: dict[str, type[GraphExporter]] = {  # CosyVoice 1 (CosyVoice-300M / -SFT / -Instruct)
+    FlowEncoderV1Exporter.name: FlowEncoderV1Exporter,
+    EstimatorV1Exporter.name: EstimatorV1Exporter,
+    HiftV1Exporter.name: HiftV1Exporter,
+    TextEncoderV1Exporter.name: TextEncoderV1Exporter,
+    LLMV1Exporter.name: LLMV1Exporter,
+}
 REGISTRIES: dict[str, dict[str, type[GraphExporter]]] = {
     "cosyvoice1": REGISTRY_V1,
     "cosyvoice2": REGISTRY,

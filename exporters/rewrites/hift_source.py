@@ -1,5 +1,6 @@
 """HiFT's harmonic-plus-noise source (`SineGen2` + `SourceModuleHnNSF`) with the noise as an input: CosyVoice2's
 (`NoiseDrivenSource`) and CosyVoice3's causal one (`CausalFixedNoiseSource`), one `HarmonicSource` between them.
+CosyVoice 1's `SineGen` (`NoisePhaseDrivenSource`, at the end) also takes its random initial phase as an input.
 
 Upstream draws `randn_like` noise and a `rand` initial phase inside `SineGen2.forward`; a graph cannot
 carry either, so this module takes the standard-normal noise as a tensor and drops the initial phase
@@ -29,7 +30,7 @@ import math
 import numpy as np
 import torch
 
-from exporters.rewrites.exact_float import exact_cumsum, fma
+from exporters.rewrites.exact_float import exact_cumsum, fma, split, two_sum
 
 
 class HarmonicSource(torch.nn.Module):
@@ -125,3 +126,82 @@ class CausalFixedNoiseSource(HarmonicSource):
 
     def upsample_phase(self, phase: torch.Tensor) -> torch.Tensor:
         return phase.unsqueeze(2).expand(-1, -1, self.upsample, -1) * self.upsample  # (1, F, up, H)
+
+
+# CosyVoice 1's source: F0 * harmonic / sample_rate is summed per output sample, not per frame, and not reduced
+# mod 1 first, so the addends are only bounded by the F0. The split below is exact while every addend is below
+# SAMPLE_CUMSUM_BOUND: F0 < 4 * 22050 / 9 = 9800 Hz for 9 harmonics, far above any voice.
+SAMPLE_CUMSUM_BOUND = 4.0
+_CUMSUM_PARTS = 3  # exact parts of each addend; the rest (below BOUND * 2^-(3 * bits)) is summed in float32
+
+
+class NoisePhaseDrivenSource(HarmonicSource):
+    """CosyVoice 1's SineGen ("type 1", 22 050 Hz) + SourceModuleHnNSF with both random draws as inputs: the
+    standard-normal noise (upstream `randn_like`) and the initial phase per harmonic (upstream a fresh
+    `Uniform(-pi, pi)` draw per call, harmonic 0 zeroed). Unlike SineGen2 the initial phase is added to every
+    sample's phase, so it changes the output and must be an input.
+
+    Upstream, in float32: `F = f0 * (h + 1) / sr` per sample (F0 nearest-upsampled), `theta = 2 * pi *
+    (cumsum(F) mod 1)` over the call's samples, `sin(theta + phase)`. torch's CPU cumsum accumulates in double
+    and rounds each prefix once; at ~1e5 (a long call) one float32 ulp of it is ~1e-2, a sizeable phase error,
+    so the graph rounds where upstream rounds: F is constant within a frame, so the prefix at sample j of
+    frame k is `upsample * sum(F[:k]) + (j + 1) * F[k]`, with
+    - the frame sum exact: each F split on grids of `24 - log2(max_frames)` bits, whose running sums are then
+      exact in float32 in any order (as `exact_cumsum`, more frames and a larger bound), times the
+      power-of-two upsample;
+    - `(j + 1) * F[k]` exact as two float32 products (F split into 12-bit halves, j + 1 has <= 12 bits);
+    - the terms added with error-free sums and rounded once (up to rare double-rounding ties: 1 ulp, a
+      relative 2^-24 phase error, far inside the hift `phase_drift` budget).
+    Then steps 3-4 of the module docstring."""
+
+    def __init__(self, m_source, upsample: int, max_frames: int):
+        gen = m_source.l_sin_gen
+        if type(gen).__name__ != "SineGen":
+            raise NotImplementedError(f"only CosyVoice 1's SineGen is supported, got {type(gen).__name__}")
+        if upsample < 1 or upsample & (upsample - 1) or upsample > 2**12:
+            raise NotImplementedError(f"upsample {upsample}: the exact frame sum needs a power of two <= 4096")
+        count_bits = max(1, math.ceil(math.log2(max_frames)))
+        if count_bits > 16:
+            raise NotImplementedError(f"max_frames {max_frames}: the exact frame sum is for <= 65536 frames")
+        super().__init__(m_source, upsample)
+        self.part_bits = 24 - count_bits  # running sums of <= 2^count_bits such parts fit 24 bits
+        mask = torch.ones(self.harmonics)
+        mask[0] = 0.0  # upstream zeroes the fundamental's initial phase
+        self.register_buffer("phase_mask", mask.reshape(1, 1, 1, -1), persistent=False)
+        steps = torch.arange(1, self.upsample + 1, dtype=torch.float32).reshape(1, 1, -1, 1)
+        self.register_buffer("steps", steps, persistent=False)  # j + 1: samples of the frame summed so far
+
+    def frame_prefix(self, inc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, frames, H) per-sample increments -> upsample * sum(inc[:, :k]) as (hi, lo), (1, frames, 1, H)."""
+        parts, rest, step = [], inc, SAMPLE_CUMSUM_BOUND
+        for _ in range(_CUMSUM_PARTS):
+            step = step * 2.0**-self.part_bits
+            part = torch.floor(rest * (1.0 / step)) * step  # integer multiples of step below 2^part_bits
+            parts.append(torch.cumsum(part, dim=1))
+            rest = rest - part  # exact
+        hi, e1 = two_sum(parts[0], parts[1])
+        hi, e2 = two_sum(hi, parts[2])
+        lo = (e1 + e2) + torch.cumsum(rest, dim=1)
+        # exclusive: frame k needs the frames before it
+        hi, lo = (torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1) for x in (hi, lo))
+        return (hi * self.upsample).unsqueeze(2), (lo * self.upsample).unsqueeze(2)
+
+    def sample_phase(self, inc: torch.Tensor) -> torch.Tensor:
+        """fl32(cumsum over samples of the frame-constant increments), rounded once: (1, frames, upsample, H)."""
+        hi, lo = self.frame_prefix(inc)
+        inc_hi, inc_lo = split(inc)
+        s, e1 = two_sum(hi, inc_hi.unsqueeze(2) * self.steps)  # the products are exact
+        s, e2 = two_sum(s, inc_lo.unsqueeze(2) * self.steps)
+        return s + ((e1 + e2) + lo)
+
+    def forward(self, f0: torch.Tensor, noise: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        frames = f0.shape[1]
+        inc = f0.unsqueeze(-1) * self.multiples / self.sample_rate  # (1, frames, H), upstream's order
+        theta = torch.remainder(self.sample_phase(inc), 1.0) * (2 * math.pi)
+        sines = torch.sin(theta + phase.reshape(1, 1, 1, -1) * self.phase_mask) * self.sine_amp
+        # as HarmonicSource.forward from here: uv and noise amplitude are constant within a frame
+        uv = (f0 > self.voiced_threshold).to(torch.float32).reshape(1, frames, 1, 1)
+        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
+        excitation = sines * uv + noise_amp * noise.reshape(1, frames, self.upsample, self.harmonics)
+        excitation = excitation.reshape(1, frames * self.upsample, self.harmonics)
+        return self.squash(self.merge(excitation)).transpose(1, 2)

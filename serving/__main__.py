@@ -1,0 +1,5 @@
+"""`python -m serving` = `tts-serve`."""
+
+from serving.cli import main
+
+main()
