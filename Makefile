@@ -11,7 +11,7 @@ setup: .venv/.setup-done
 	bash ci/setup.sh
 	touch $@
 
-# Tiny random-init CosyVoice2 and Fun-CosyVoice3 bundles -> packs -> validate against golden/ -> WAVs.
+# Tiny random-init CosyVoice2, Fun-CosyVoice3 and CosyVoice 1 bundles -> packs -> validate against golden/ -> WAVs.
 demo: setup
 	$(BIN)/tts-export --random-init tiny --seed 0 --out $(OUT)/tiny-pack --overwrite
 	$(BIN)/tts-validate $(OUT)/tiny-pack --golden golden/tiny
@@ -19,6 +19,9 @@ demo: setup
 	$(BIN)/tts-export --random-init tiny --family v3 --seed 0 --out $(OUT)/tiny-v3-pack --overwrite
 	$(BIN)/tts-validate $(OUT)/tiny-v3-pack --golden golden/tiny-v3
 	$(BIN)/tts-run --pack $(OUT)/tiny-v3-pack --text "Hello from the tiny CosyVoice3 pack." --out $(OUT)/demo-v3.wav --stream
+	$(BIN)/tts-export --random-init tiny --family v1 --seed 0 --out $(OUT)/tiny-v1-pack --overwrite
+	$(BIN)/tts-validate $(OUT)/tiny-v1-pack --golden golden/tiny-v1
+	$(BIN)/tts-run --pack $(OUT)/tiny-v1-pack --speaker 英文女 --text "Hello from the tiny CosyVoice one pack." --out $(OUT)/demo-v1.wav --stream
 
 # ruff (lint + format check) on everything, mypy on specs/, backends/ and runtime/ (pyproject.toml).
 lint: setup

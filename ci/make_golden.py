@@ -10,6 +10,7 @@ Run after a deliberate change of a graph's I/O, its test cases, or the runtime's
 
     .venv/bin/python ci/make_golden.py               # writes golden/tiny/     (CosyVoice2)
     .venv/bin/python ci/make_golden.py --family v3   # writes golden/tiny-v3/  (Fun-CosyVoice3)
+    .venv/bin/python ci/make_golden.py --family v1   # writes golden/tiny-v1/  (CosyVoice 1)
 
 golden/tiny-v3 leaves out the vectors of `hift` / `hift.final`: their `noise` input is a slice of upstream's
 fixed uniform sine noise (3.4 + 3.9 MB of incompressible floats for four cases). The v3 vocoder is pinned by
@@ -91,13 +92,14 @@ def run_stats(pack_dir: Path, text: str | None = GOLDEN_TEXT, seed: int = 0) -> 
 FAMILIES = {
     "v2": ("cosyvoice2", "tiny", set(), GOLDEN_TEXT),
     "v3": ("cosyvoice3", "tiny-v3", {"hift", "hift.final"}, None),
+    "v1": ("cosyvoice1", "tiny-v1", set(), GOLDEN_TEXT),
 }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=sorted(FAMILIES), default="v2")
-    ap.add_argument("--out", type=Path, default=None, help="default golden/tiny (v2) or golden/tiny-v3 (v3)")
+    ap.add_argument("--out", type=Path, default=None, help="default golden/tiny (v2), golden/tiny-v1, golden/tiny-v3")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     family, dirname, skipped, run_text = FAMILIES[args.family]

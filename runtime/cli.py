@@ -119,7 +119,9 @@ def wav_header(sample_rate: int, samples: int | None) -> bytes:
     )
 
 
-def _one_of(*choices: str):
+def one_of(*choices: str):
+    """A typer callback accepting only `choices` (tts-run's and tts-serve's option values)."""
+
     def check(value: str) -> str:
         if value not in choices:
             raise typer.BadParameter(f"{value!r} (choose from {', '.join(choices)})")
@@ -185,12 +187,12 @@ def run(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and vocoder noise: same seed, same bytes."),
     device: str = typer.Option(
-        "cpu", "--device", callback=_one_of("cpu", "cuda"), help="ONNX Runtime device: cpu or cuda."
+        "cpu", "--device", callback=one_of("cpu", "cuda"), help="ONNX Runtime device: cpu or cuda."
     ),
     trt: str = typer.Option(
         "auto",
         "--trt",
-        callback=_one_of("auto", "off", "fp16", "fp32"),
+        callback=one_of("auto", "off", "fp16", "fp32"),
         help="TensorRT plans: auto (on --device cuda, the pack's plans if "
         "it has any, fp16 first), off, fp16 or fp32. Mismatched plans (other GPU, TensorRT "
         "version or graph) are refused; plans are never built at run time.",
@@ -201,12 +203,31 @@ def run(
     ),
     max_chars: int = typer.Option(10_000, "--max-chars", min=1, help="Refuse longer texts (split documents instead)."),
     chunk_log: Path | None = typer.Option(
-        None, "--chunk-log", help="Write one JSON line per output chunk (offsets, sizes, sha256)."
+        None,
+        "--chunk-log",
+        help="Write one JSON line per output chunk (offsets, sizes, sha256); with --chunk-policy or --realtime "
+        "also a first line with the chunk policy used and a last line with the playout report.",
+    ),
+    chunk_policy: Path | None = typer.Option(
+        None,
+        "--chunk-policy",
+        help="JSON file overriding the pack's tunable chunk-policy fields (token_hop_len, token_max_hop_len, "
+        "stream_scale_factor, output_chunk_samples). The pack's own policy is upstream's (parity); a tuned one "
+        "changes when audio comes out and is printed.",
+    ),
+    realtime: bool = typer.Option(
+        False,
+        "--realtime",
+        help="Paced playout: chunks are released at the audio clock from a fixed ring of blocks after the "
+        "pre-roll; prints time to first audio, underruns and release jitter.",
+    ),
+    preroll_ms: float = typer.Option(
+        200.0, "--preroll-ms", min=0, help="With --realtime: audio buffered before playout starts."
     ),
     resampler: str = typer.Option(
         "sinc",
         "--resampler",
-        callback=_one_of("sinc", "soxr"),
+        callback=one_of("sinc", "soxr"),
         help="Prompt resampler: sinc (upstream's torchaudio kernel, exact features) or soxr. Output audio is "
         "never resampled.",
     ),
@@ -240,6 +261,8 @@ def run(
         raise typer.BadParameter("give --speaker or --prompt-wav, not both", param_hint="--speaker")
     if instruct is not None and speaker is None:
         raise typer.BadParameter("needs --speaker (instruct mode speaks in a built-in voice)", param_hint="--instruct")
+    if realtime and bistream:
+        raise typer.BadParameter("paces a whole request; not with --bistream", param_hint="--realtime")
     sources = [s for s in (text, text_file, tokens) if s is not None]
     if len(sources) != 1:  # usage errors: typer's exit code 2
         raise typer.BadParameter("give exactly one of --text, --text-file or --tokens", param_hint="--text")
@@ -260,6 +283,7 @@ def run(
     if text_file is not None:
         text = read_text_file(text_file)
     token_ids = read_tokens(tokens) if tokens is not None else None
+    overrides = read_policy_overrides(chunk_policy) if chunk_policy is not None else {}
 
     t_load = time.perf_counter()
     if not verify:
@@ -272,7 +296,10 @@ def run(
         trt=trt,
         trt_chunk="stream" if stream else "offline",
         verify=verify,
+        chunk_policy_overrides=tuple(sorted(overrides.items())),
     )
+    if engine.policy_tuned:
+        log(f"chunk policy tuned by {chunk_policy}: {json.dumps(overrides, sort_keys=True)}")
     prompt = None
     if speaker is not None:
         prompt = speaker_prompt(
@@ -303,6 +330,9 @@ def run(
         sink.__enter__()
         if logf:
             logf.__enter__()
+            if chunk_policy is not None or realtime:
+                record = {"chunk_policy": engine.chunk_policy.to_dict(), "tuned": overrides}
+                logf.write((json.dumps(record, sort_keys=True) + "\n").encode())
         if token_ids is not None:
             session.push_tokens(token_ids)
         elif bistream:
@@ -313,6 +343,14 @@ def run(
             session.flush()
         else:
             session.synthesize(text or "")
+        if realtime:
+            from runtime.playout import play
+
+            report = play(session, lambda pcm, chunk: _emit(chunk, sink, logf, 0, 0), preroll_ms=preroll_ms)
+            n_chunks, n_samples = report.chunks, report.samples
+            log(report.line())
+            if logf:
+                logf.write((json.dumps({"playout": report.to_dict()}) + "\n").encode())
         for chunk in session.chunks():
             n_chunks, n_samples = _emit(chunk, sink, logf, n_chunks, n_samples)
         ok = True
@@ -330,6 +368,21 @@ def run(
         f" | RTF {wall / seconds if seconds else float('nan'):.3f} | {session.flow_calls} flow calls | "
         f"tts-run {'stdout' if str(out) == '-' else out}"
     )
+
+
+def read_policy_overrides(path: Path) -> dict:
+    """--chunk-policy FILE: a JSON object of tunable chunk-policy fields (checked against the pack's policy later)."""
+    text = read_text_file(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ToolError(path, f"is not JSON ({e.msg} at line {e.lineno})", 'e.g. {"token_hop_len": 50}') from None
+    if not isinstance(data, dict):
+        raise ToolError(path, f"holds a JSON {type(data).__name__}", 'a JSON object, e.g. {"token_hop_len": 50}')
+    bad = sorted(k for k, v in data.items() if not isinstance(v, int) or isinstance(v, bool))
+    if bad:
+        raise ToolError(path, f"{', '.join(bad)} must be integers", 'e.g. {"token_hop_len": 50}')
+    return data
 
 
 def _pieces(text: str):

@@ -20,7 +20,7 @@ from runtime.vocoder import VocoderStage
 from runtime.vocoder_recompute import FINAL_GRAPH as RECOMPUTE_HIFT_FINAL
 from runtime.vocoder_recompute import GRAPH as RECOMPUTE_HIFT
 from runtime.vocoder_recompute import RecomputeVocoder
-from specs.chunk_policy import check_policy_facts
+from specs.chunk_policy import ChunkPolicy, check_policy_facts
 from specs.errors import ToolError
 from specs.pack import Pack, VerifiedFiles
 
@@ -51,8 +51,10 @@ class PackEngine:
         trt_chunk: str = "stream",
         verify: bool = True,
         llm_threads: int | None = None,
+        chunk_policy: ChunkPolicy | None = None,
     ):
-        """`trt`: 'off', a plan precision ('fp16'/'fp32'), or 'auto' (on a CUDA device, the pack's fp16 plans,
+        """`chunk_policy`: a tuned copy of the pack's (ChunkPolicy.with_overrides), else the pack's own.
+        `trt`: 'off', a plan precision ('fp16'/'fp32'), or 'auto' (on a CUDA device, the pack's fp16 plans,
         else its fp32 ones; none on CPU). Graphs with a matching plan for `trt_chunk` ('stream'/'offline') run
         on TensorRT, the others on ONNX Runtime. `verify`: every file the manifest lists is checked against its
         sha256 before anything is loaded (verdicts cached per file identity, specs.pack.VerifiedFiles); False is
@@ -80,7 +82,8 @@ class PackEngine:
                 f"tts-run needs {', '.join(graphs)} (re-export with tts-export)",
             )
         self.sample_rate = pack.chunk_policy.sample_rate
-        self.chunk_policy = pack.chunk_policy
+        self.chunk_policy = chunk_policy or pack.chunk_policy
+        self.policy_tuned = self.chunk_policy != pack.chunk_policy
         for g in graphs:  # graph facts that repeat the policy (rates, caches) must agree with it
             check_policy_facts(pack.chunk_policy, pack.graph(g).spec())
         self.threads = threads
@@ -128,12 +131,28 @@ class PackEngine:
         trt_chunk: str = "stream",
         verify: bool = True,
         llm_threads: int | None = None,
+        chunk_policy_overrides: tuple[tuple[str, int], ...] = (),
     ) -> PackEngine:
-        key = (str(Path(pack_dir).resolve()), device, llm_graph, threads, trt, trt_chunk, verify, llm_threads)
+        """`chunk_policy_overrides`: (field, value) pairs of ChunkPolicy.TUNABLE fields (tts-run --chunk-policy)."""
+        key = (
+            str(Path(pack_dir).resolve()),
+            device,
+            llm_graph,
+            threads,
+            trt,
+            trt_chunk,
+            verify,
+            llm_threads,
+            chunk_policy_overrides,
+        )
         with _LOCK:
             if key not in _ENGINES:
+                pack = Pack.open(pack_dir)
+                tuned = dict(chunk_policy_overrides)
+                policy = pack.chunk_policy.with_overrides(tuned) if tuned else None
                 _ENGINES[key] = cls(
-                    Pack.open(pack_dir),
+                    pack,
+                    chunk_policy=policy,
                     device=device,
                     llm_graph=llm_graph,
                     threads=threads,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.ort import OrtRunner
+from backends.runner import Runner
 from specs.errors import ToolError
 from specs.pack import Pack
 
@@ -52,6 +53,37 @@ class FlowCondition:
     mu: np.ndarray  # (1, mel, frames)
     spks: np.ndarray  # (1, mel)
     cond: np.ndarray  # (1, mel, frames)
+
+
+def euler_cfg(
+    estimator: Runner,
+    c: FlowCondition,
+    x0: np.ndarray,
+    steps: list[tuple[np.float32, np.float32]],
+    cfg_rate: np.float32,
+    extra_feed: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Upstream's solve_euler with classifier-free guidance (CosyVoice 1, 2 and 3 alike): from x0 (1, mel, frames),
+    one estimator call per `ode_schedule` step on the batch [conditional, unconditional], x += dt * ((1 + r) v_c -
+    r v_u). `extra_feed`: inputs only some estimators take (`streaming`: CosyVoice2 and 3, not 1). Returns the
+    mel, float32."""
+    frames = c.mu.shape[2]
+    x: np.ndarray = np.array(x0, dtype=np.float32)
+    zeros = np.zeros_like(c.mu)
+    feed = {
+        "mask": np.ones((2, 1, frames), np.float32),
+        "mu": np.concatenate([c.mu, zeros]),  # row 1: unconditional
+        "spks": np.concatenate([c.spks, np.zeros_like(c.spks)]),
+        "cond": np.concatenate([c.cond, zeros]),
+        **(extra_feed or {}),
+    }
+    guided, unguided = np.float32(1.0) + cfg_rate, cfg_rate
+    for t, dt in steps:
+        feed["x"] = np.concatenate([x, x])
+        feed["t"] = np.array([t, t], np.float32)
+        v = estimator.run(feed)["velocity"]
+        x = x + dt * (guided * v[0:1] - unguided * v[1:2])
+    return x
 
 
 class FlowStage:
@@ -122,22 +154,8 @@ class FlowStage:
         frames = c.mu.shape[2]
         if frames > self.noise.shape[2]:
             raise ToolError(ESTIMATOR, f"{frames} mel frames", f"at most {self.noise.shape[2]} (the pack's noise)")
-        x = np.array(self.noise[:, :, :frames], dtype=np.float32)
-        zeros = np.zeros_like(c.mu)
-        feed = {
-            "mask": np.ones((2, 1, frames), np.float32),
-            "mu": np.concatenate([c.mu, zeros]),  # row 1: unconditional
-            "spks": np.concatenate([c.spks, np.zeros_like(c.spks)]),
-            "cond": np.concatenate([c.cond, zeros]),
-            "streaming": np.array([streaming]),
-        }
-        guided, unguided = np.float32(1.0) + self.cfg_rate, self.cfg_rate
-        for t, dt in self.steps:
-            feed["x"] = np.concatenate([x, x])
-            feed["t"] = np.array([t, t], np.float32)
-            v = self.estimator.run(feed)["velocity"]
-            x = x + dt * (guided * v[0:1] - unguided * v[1:2])
-        return x
+        x0 = self.noise[:, :, :frames]
+        return euler_cfg(self.estimator, c, x0, self.steps, self.cfg_rate, {"streaming": np.array([streaming])})
 
     # ---- one upstream token2wav flow call -------------------------------------------------------------
     def token2mel(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from backends.ort import OrtRunner
-from runtime.flow_stage import ENCODER, ESTIMATOR, FlowCondition, ode_schedule
+from runtime.flow_stage import ENCODER, ESTIMATOR, FlowCondition, euler_cfg, ode_schedule
 from specs.errors import ToolError
 from specs.noise import FlowNoise  # noqa: F401  (the per-call noise callers draw: re-exported)
 from specs.pack import Pack
@@ -93,22 +93,7 @@ class V1FlowStage:
 
     def solve(self, c: FlowCondition, z: np.ndarray) -> np.ndarray:
         """Euler steps with CFG from z; returns the mel (1, mel, frames), float32 (upstream solve_euler)."""
-        frames = c.mu.shape[2]
-        x = np.array(z, dtype=np.float32)
-        zeros = np.zeros_like(c.mu)
-        feed = {
-            "mask": np.ones((2, 1, frames), np.float32),
-            "mu": np.concatenate([c.mu, zeros]),  # row 1: unconditional
-            "spks": np.concatenate([c.spks, np.zeros_like(c.spks)]),
-            "cond": np.concatenate([c.cond, zeros]),
-        }
-        guided, unguided = np.float32(1.0) + self.cfg_rate, self.cfg_rate
-        for t, dt in self.steps:
-            feed["x"] = np.concatenate([x, x])
-            feed["t"] = np.array([t, t], np.float32)
-            v = self.estimator.run(feed)["velocity"]
-            x = x + dt * (guided * v[0:1] - unguided * v[1:2])
-        return x
+        return euler_cfg(self.estimator, c, z, self.steps, self.cfg_rate)
 
     # ---- one upstream flow.inference call -------------------------------------------------------------
     def inference(

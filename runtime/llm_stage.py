@@ -16,7 +16,7 @@ input and output arrays every step).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -29,6 +29,32 @@ from specs.errors import ToolError
 from specs.pack import Pack
 
 Sampler = Callable[[np.ndarray, Sequence[int]], int]  # (log-probs, decoded so far) -> token
+
+
+def decode(
+    step: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    min_len: int,
+    max_len: int,
+    masked: int,
+    stop: Container[int],
+    speech_embedding: np.ndarray,
+    sampler: Sampler,
+) -> Iterator[int]:
+    """Upstream's decode loop (Qwen2LM and CosyVoice 1's TransformerLM alike): `step` prefills on lm_input `x`,
+    then takes speech_embedding[last token]; `masked` is -inf for the first `min_len` steps; at most `max_len`
+    steps; stop on a `stop` id (not yielded)."""
+    out: list[int] = []
+    for i in range(max_len):
+        logits = step(x if i == 0 else speech_embedding[out[-1]][None, None])
+        logp = log_softmax(logits[0])
+        if i < min_len:
+            logp[masked] = -np.inf
+        token = int(sampler(logp, out))
+        if token in stop:
+            break
+        yield token
+        out.append(token)
 
 
 class BoundStepper:
@@ -207,17 +233,7 @@ class LLMStage:
         # upstream's sampling_ids masks index speech_token_size before min_len: eos in CosyVoice2, sos in v3
         masked = int(self.facts.get("min_len_masked_token", self.facts["eos_token"]))
         step = self.stepper(x.shape[1] + max_len)
-        out: list[int] = []
-        for i in range(max_len):
-            logits = step(x if i == 0 else self.speech_embedding[out[-1]][None, None])
-            logp = log_softmax(logits[0])
-            if i < min_len:
-                logp[masked] = -np.inf
-            token = int(sampler(logp, out))
-            if token in self.stop:
-                break
-            yield token
-            out.append(token)
+        yield from decode(step, x, min_len, max_len, masked, self.stop, self.speech_embedding, sampler)
 
     def stepper(self, capacity: int) -> BoundStepper | PlainStepper:
         """A callable embeds (1, S, hidden) -> logits (1, V) that keeps the KV cache between calls, for an

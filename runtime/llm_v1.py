@@ -24,8 +24,8 @@ import numpy as np
 
 from backends.ort import OrtRunner
 from backends.runner import Binding, Runner
-from runtime.llm_stage import Sampler
-from runtime.sampling import RasParams, RasSampler, log_softmax
+from runtime.llm_stage import Sampler, decode
+from runtime.sampling import RasParams, RasSampler
 from specs.errors import ToolError
 from specs.pack import Pack
 
@@ -209,17 +209,7 @@ class V1LLMStage:
         x = self.lm_input(text_ids, prompt_text_ids, prompt_speech_tokens, embedding)
         masked = int(self.facts.get("min_len_masked_token", self.facts["eos_token"]))
         step = self.stepper(x.shape[1] + max_len)
-        out: list[int] = []
-        for i in range(max_len):
-            logits = step(x if i == 0 else self.speech_embedding[out[-1]][None, None])
-            logp = log_softmax(logits[0])
-            if i < min_len:
-                logp[masked] = -np.inf
-            token = int(sampler(logp, out))
-            if token in self.stop:
-                break
-            yield token
-            out.append(token)
+        yield from decode(step, x, min_len, max_len, masked, self.stop, self.speech_embedding, sampler)
 
     def stepper(self, capacity: int) -> V1BoundStepper | V1PlainStepper:
         """A callable embeds (1, S, hidden) -> logits (1, V) that keeps the attention cache between calls, for an

@@ -10,19 +10,11 @@ from pathlib import Path
 
 import typer
 
+from runtime.cli import one_of
 from specs.cli import console_log, new_app
 from specs.errors import ToolError
 
 app = new_app()
-
-
-def _one_of(*choices: str):
-    def check(value: str) -> str:
-        if value not in choices:
-            raise typer.BadParameter(f"{value!r} (choose from {', '.join(choices)})")
-        return value
-
-    return check
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -80,10 +72,10 @@ def serve(
         None, "--model-name", help="The model id GET /v1/models reports (default: the pack directory's name)."
     ),
     device: str = typer.Option(
-        "cpu", "--device", callback=_one_of("cpu", "cuda"), help="ONNX Runtime device: cpu or cuda."
+        "cpu", "--device", callback=one_of("cpu", "cuda"), help="ONNX Runtime device: cpu or cuda."
     ),
     trt: str = typer.Option(
-        "auto", "--trt", callback=_one_of("auto", "off", "fp16", "fp32"), help="TensorRT plans, as tts-run --trt."
+        "auto", "--trt", callback=one_of("auto", "off", "fp16", "fp32"), help="TensorRT plans, as tts-run --trt."
     ),
     llm_graph: str = typer.Option("llm", "--llm-graph", help="LLM graph of the pack, e.g. llm or llm.int8."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads per graph."),

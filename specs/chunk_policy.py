@@ -141,6 +141,29 @@ class ChunkPolicy:
             out.append(f"mel_cache_len {self.mel_cache_len}: more than one hop's emitted frames")
         return out
 
+    def with_overrides(self, overrides: Mapping[str, Any], where: str = "--chunk-policy") -> ChunkPolicy:
+        """This policy with the run-time tunable fields replaced (`TUNABLE`: the hop schedule and the output
+        chunk; the caches, fades and rates belong to the graphs and stay the pack's), checked like a manifest's."""
+        if not isinstance(overrides, Mapping):
+            want = f"a JSON object with some of {', '.join(TUNABLE)}"
+            raise ToolError(where, f"is a {type(overrides).__name__}", want)
+        unknown = sorted(set(overrides) - set(TUNABLE))
+        if unknown:
+            raise ToolError(
+                where,
+                f"sets {', '.join(unknown)}, which belong to the pack's graphs",
+                f"only the tunable fields {', '.join(TUNABLE)}",
+            )
+        bad = [k for k, v in overrides.items() if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            raise ToolError(where, f"{', '.join(bad)} must be integers", 'e.g. {"token_hop_len": 50}')
+        from dataclasses import replace
+
+        values: dict[str, Any] = {k: int(v) for k, v in overrides.items()}
+        policy = replace(self, **values)
+        policy.check(where)
+        return policy
+
     def to_dict(self) -> dict:
         """The manifest's `audio.chunk_policy` object (sample_rate lives in `audio`; the window fields only for
         a window stream, so prefix packs read as before)."""
@@ -256,6 +279,8 @@ def check_policy_facts(policy: ChunkPolicy, spec) -> None:
             )
 
 
+# What a run may change (tts-run --chunk-policy FILE): when audio is emitted, not how the graphs see it.
+TUNABLE = ("token_hop_len", "token_max_hop_len", "stream_scale_factor", "output_chunk_samples")
 WINDOW_FIELDS = ("token_rate", "token_overlap_len", "mel_overlap_len", "flow_cache_frames")
 INT_FIELDS = (
     "token_hop_len",

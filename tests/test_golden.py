@@ -1,4 +1,5 @@
-"""Conformance against the committed golden/tiny (CosyVoice2) and golden/tiny-v3 (Fun-CosyVoice3): a tiny pack
+"""Conformance against the committed golden/tiny (CosyVoice2), golden/tiny-v1 (CosyVoice 1) and golden/tiny-v3
+(Fun-CosyVoice3): a tiny pack
 exported from scratch reproduces the golden vectors (upstream PyTorch outputs) and the golden streaming run."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from tests.conftest import REPO
 
 GOLDEN = REPO / "golden" / "tiny"
 GOLDEN_V3 = REPO / "golden" / "tiny-v3"
+GOLDEN_V1 = REPO / "golden" / "tiny-v1"
 
 
 def make_golden_module():
@@ -74,8 +76,31 @@ def test_v3_fresh_pack_reproduces_golden_vectors_and_run(tiny_v3_pack):
     check_golden_run(tiny_v3_pack, GOLDEN_V3)
 
 
+def test_v1_fresh_pack_reproduces_golden_vectors_and_run(tiny_v1_pack):
+    from conformance.validate import ValidationOptions, validate_pack
+
+    lines = []
+    result = validate_pack(tiny_v1_pack, ValidationOptions(golden=GOLDEN_V1, log=lines.append))
+    assert result.report.passed, "\n".join(lines)
+    assert sorted(result.golden_checked) == [
+        "flow.decoder.estimator",
+        "flow.encoder",
+        "hift",
+        "llm",
+        "llm.text_encoder",
+    ]
+    for spec_file in GOLDEN_V1.glob("*.io.json"):
+        assert json.loads(spec_file.read_text()) == json.loads((tiny_v1_pack / spec_file.name).read_text())
+    info = json.loads((GOLDEN_V1 / "golden.json").read_text())
+    assert info["bundle"]["family"] == "cosyvoice1"
+    manifest = json.loads((tiny_v1_pack / "manifest.json").read_text())
+    assert manifest["audio"]["sample_rate"] == 22050 and manifest["audio"]["chunk_policy"]["stream"] == "window"
+    check_golden_run(tiny_v1_pack, GOLDEN_V1)
+
+
 def test_golden_files_are_small():
     sizes = {p.name: p.stat().st_size for p in GOLDEN.iterdir()}
     assert sum(sizes.values()) < 5_000_000, sizes
     assert sum(p.stat().st_size for p in GOLDEN_V3.iterdir()) < 2_000_000
+    assert sum(p.stat().st_size for p in GOLDEN_V1.iterdir()) < 5_000_000
     assert np.load(GOLDEN / "hift.vectors.npz")["first_chunk/in/cache_source"].shape[2] == 0  # first chunk: empty cache

@@ -49,6 +49,31 @@ def cfg_velocity_io(mel: int, mu_dim: int, spk: int, chunk: int, mu_doc: str, ve
     }
 
 
+CFG_INPUTS = ("x", "mask", "mu", "t", "spks", "cond")  # upstream's estimator arguments, in its order
+
+
+def cfg_batch(x: np.ndarray, mu: np.ndarray, t, spks: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+    """One Euler step's CFG batch of 2 as upstream's solve_euler builds it (row 1: mu, spks, cond zeroed), for a
+    state x (1, mel, frames) at ODE time t."""
+    return {
+        "x": np.concatenate([x, x]),
+        "mask": np.ones((2, 1, mu.shape[2]), np.float32),
+        "mu": np.concatenate([mu, np.zeros_like(mu)]),
+        "t": np.array([t, t], np.float32),
+        "spks": np.concatenate([spks, np.zeros_like(spks)]),
+        "cond": np.concatenate([cond, np.zeros_like(cond)]),
+    }
+
+
+def upstream_velocity(est, feed: dict[str, np.ndarray], **kwargs) -> np.ndarray:
+    """The upstream estimator on a `cfg_batch` feed, called as upstream's solve_euler calls it (`kwargs`: the
+    family's flags, e.g. CosyVoice2's streaming)."""
+    import torch
+
+    with torch.no_grad():
+        return est(*(torch.from_numpy(feed[k]) for k in CFG_INPUTS), **kwargs).numpy()
+
+
 class EstimatorExporter(GraphExporter):
     name = "flow.decoder.estimator"
     opset = 18
@@ -174,29 +199,14 @@ class EstimatorExporter(GraphExporter):
             decoder_mod.add_optional_chunk_mask = saved
 
     def cases(self, model, seed: int) -> dict[str, Case]:
-        import torch
-
         est = model.flow.decoder.estimator
         out: dict[str, Case] = {}
         # (case, prompt tokens, generated tokens, streaming, ODE step)
         plan = [("first_chunk", 0, 25, True, 0), ("steady_chunk", 17, 75, True, 3), ("final_chunk", 17, 96, False, 8)]
         for i, (case, n_prompt, n_gen, streaming, step) in enumerate(plan):
             mu, spks, cond, x, t = flow_reference_inputs(model, seed + i, n_prompt, n_gen, step)
-            frames = mu.shape[2]
-            feed = {
-                "x": np.concatenate([x, x]),
-                "mask": np.ones((2, 1, frames), np.float32),
-                "mu": np.concatenate([mu, np.zeros_like(mu)]),
-                "t": np.array([t, t], np.float32),
-                "spks": np.concatenate([spks, np.zeros_like(spks)]),
-                "cond": np.concatenate([cond, np.zeros_like(cond)]),
-                "streaming": np.array([streaming]),
-            }
-            with torch.no_grad():  # the upstream module, called as upstream's solve_euler calls it
-                v = est(
-                    *(torch.from_numpy(feed[k]) for k in ("x", "mask", "mu", "t", "spks", "cond")), streaming=streaming
-                )
-            out[case] = (feed, {"velocity": v.numpy()})
+            feed = {**cfg_batch(x, mu, t, spks, cond), "streaming": np.array([streaming])}
+            out[case] = (feed, {"velocity": upstream_velocity(est, feed, streaming=streaming)})
         return out
 
     def data(self, model):

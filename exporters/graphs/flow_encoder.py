@@ -363,20 +363,21 @@ class FlowEncoderExporter(GraphExporter):
 
 def _capture_stub():
     """A module that stands in for `flow.decoder` during one upstream `flow.inference` call: it records
-    what the ODE solver would receive and returns zeros of the right shape."""
+    what the ODE solver would receive (and the family's flags: CosyVoice2/3's streaming, CosyVoice 1's
+    prompt_len and cache) and returns zeros of the right shape (and no cache)."""
     import torch
 
     class CaptureDecoder(torch.nn.Module):
         seen: dict = {}
 
-        def forward(self, mu, mask, n_timesteps, temperature=1.0, spks=None, cond=None, streaming=False):
+        def forward(self, mu, mask, n_timesteps, temperature=1.0, spks=None, cond=None, **flags):
             self.seen = {
                 "mu": mu.clone(),
                 "mask": mask.clone(),
                 "spks": spks.clone(),
                 "cond": cond.clone(),
                 "n_timesteps": n_timesteps,
-                "streaming": streaming,
+                **flags,
             }
             return torch.zeros_like(mu), None
 
@@ -385,7 +386,8 @@ def _capture_stub():
 
 @contextlib.contextmanager
 def captured_decoder(flow):
-    """Temporarily replace `flow.decoder` by a capture stub (the real decoder is put back afterwards)."""
+    """Temporarily replace `flow.decoder` by a capture stub (the real decoder is put back afterwards); yields the
+    stub, whose `seen` holds what the last call passed."""
     real = flow.decoder
     stub = _capture_stub()
     flow.decoder = stub
@@ -417,7 +419,7 @@ def upstream_pre_ode(model, gen, prompt, prompt_feat, embedding, streaming: bool
             finalize=finalize,
         )
     seen = stub.seen
-    if not bool((seen["mask"] == 1).all()) or seen["streaming"] != streaming:
+    if not bool((seen["mask"] == 1).all()) or seen.get("streaming", False) != streaming:
         raise RuntimeError(
             "upstream flow.inference no longer calls its decoder as this exporter assumes "
             "(all-ones mask, streaming passed through)"

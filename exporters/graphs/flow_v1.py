@@ -21,7 +21,7 @@ import contextlib
 import numpy as np
 
 from exporters.graphs.base import NORM_SOFTMAX, Case, GraphExporter, typical_prompt_tokens, typical_utterance_tokens
-from exporters.graphs.estimator import MAX_FRAMES, EstimatorExporter, cfg_velocity_io
+from exporters.graphs.estimator import MAX_FRAMES, EstimatorExporter, cfg_batch, cfg_velocity_io, upstream_velocity
 from exporters.graphs.flow_common import traceable_chunk_mask
 from exporters.graphs.flow_encoder import PROMPT_TOKENS
 from exporters.model.facts import V1_FLOW_CACHE_FRAMES
@@ -557,8 +557,6 @@ class EstimatorV1Exporter(EstimatorExporter):
         return EstimatorV1Wrapper(model.flow.decoder.estimator).eval()
 
     def cases(self, model, seed: int) -> dict[str, Case]:
-        import torch
-
         from exporters.graphs.flow_common import ode_time
         from exporters.oracles.flow_v1 import upstream_pre_ode_v1
 
@@ -581,18 +579,8 @@ class EstimatorV1Exporter(EstimatorExporter):
             t = ode_time(step, scheduler=sched)
             z = rng.standard_normal(mu.shape).astype(np.float32)
             x = ((1 - t) * z + t * mu).astype(np.float32)  # a plausible state on the path from noise to data
-            frames = mu.shape[2]
-            feed = {
-                "x": np.concatenate([x, x]),
-                "mask": np.ones((2, 1, frames), np.float32),
-                "mu": np.concatenate([mu, np.zeros_like(mu)]),
-                "t": np.array([t, t], np.float32),
-                "spks": np.concatenate([spks, np.zeros_like(spks)]),
-                "cond": np.concatenate([cond, np.zeros_like(cond)]),
-            }
-            with torch.no_grad():  # the upstream module, called as upstream's solve_euler calls it
-                v = est(*(torch.from_numpy(feed[k]) for k in ("x", "mask", "mu", "t", "spks", "cond")))
-            out[case] = (feed, {"velocity": v.numpy()})
+            feed = cfg_batch(x, mu, t, spks, cond)
+            out[case] = (feed, {"velocity": upstream_velocity(est, feed)})
         return out
 
     def data(self, model):

@@ -40,13 +40,6 @@ def hift_sizes(model) -> dict:
     }
 
 
-def stream_sizes(model) -> tuple[dict, ChunkPolicy, int, int, int, int]:
-    """The graph's sizes, the chunk policy, and from them: samples per mel frame, harmonics, cached mel frames,
-    cached source samples (the policy checks source cache = mel cache x samples per frame)."""
-    s, policy = hift_sizes(model), chunk_policy(model)
-    return s, policy, s["samples_per_mel_frame"], s["harmonics"], policy.mel_cache_len, policy.source_cache_len
-
-
 def case_chunk_frames(policy: ChunkPolicy) -> tuple[int, int, int]:
     """New mel frames of the three test calls: upstream's first hop (25 tokens -> 50 frames), its second
     (x stream_scale_factor -> 100), and an odd final remainder (37)."""
@@ -145,121 +138,211 @@ def hift_tolerances() -> dict[str, Tolerance]:
     }
 
 
+def hift_stream_spec(
+    name: str,
+    s: dict,
+    policy: ChunkPolicy,
+    frames: tuple[int, int, int],
+    *,
+    family: str,
+    drawn_inputs: str,
+    mel_rate: str,
+    sine_gen: str,
+    max_frames: int,
+    extra_inputs: list[TensorSpec],
+    tolerances: dict[str, Tolerance],
+    initial_phase,
+) -> GraphSpec:
+    """The spec of a streaming HiFT graph with an explicit source cache (CosyVoice2's and CosyVoice 1's): mel,
+    cache_source, the sine noise (+ `extra_inputs`) in; audio and source out. `frames`: the new mel frames of
+    the first, steady and final test calls; `initial_phase`: the facts' entry on SineGen's random phase."""
+    spm, h = s["samples_per_mel_frame"], s["harmonics"]
+    mel_cache, src_cache = policy.mel_cache_len, policy.source_cache_len
+    first, steady_new, final_new = frames
+    steady = steady_new + mel_cache  # a second streaming call: the TensorRT "opt" size
+    t = lambda n, shape, d: TensorSpec(n, "float32", shape, d)  # noqa: E731
+    return GraphSpec(
+        graph=name,
+        description=f"HiFT vocoder of {family}: mel -> F0 -> harmonic source ({drawn_inputs}) -> waveform, with "
+        f"upstream's streaming source cache. Streaming calls: mel = the previous call's last {mel_cache} mel "
+        f"frames + the new frames, cache_source = the previous call's source[..., -{src_cache}:]; the first call "
+        "passes a zero-length cache_source. The runtime cross-fades and holds back the tail (runtime/vocoder.py).",
+        inputs=[
+            t(
+                "mel",
+                [1, s["mel_bins"], "frames"],
+                f"{s['mel_bins']}-bin log-mel at {mel_rate} Hz; in streaming, the {mel_cache} cached frames of the "
+                "previous call come first",
+            ),
+            t(
+                "cache_source",
+                [1, 1, "cache_samples"],
+                f"source samples of the previous call (source[..., -{src_cache}:]) that overwrite the start of this "
+                "call's source; length 0 on the first call; cache_samples <= samples",
+            ),
+            t(
+                "noise",
+                [1, "samples", h],
+                f"i.i.d. standard-normal noise for the {h} harmonics of the sine source, one row per output sample "
+                f"(upstream: randn_like inside {sine_gen}.forward)",
+            ),
+            *extra_inputs,
+        ],
+        outputs=[
+            t(
+                "audio",
+                [1, "samples"],
+                f"waveform at {s['sample_rate']} Hz, clamped to [-{s['audio_limit']}, {s['audio_limit']}] (before "
+                "cross-fade)",
+            ),
+            t(
+                "source",
+                [1, 1, "samples"],
+                f"the harmonic source after the cache overwrite; the runtime keeps its last {src_cache} samples as "
+                "the next cache_source",
+            ),
+        ],
+        dims={
+            "frames": Dim(1, steady, max_frames, "mel frames of this call, cached frames included", role="frames"),
+            "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}", role="cache"),
+            "samples": Dim(
+                spm,
+                spm * steady,
+                spm * max_frames,
+                f"output samples = {spm} * frames",
+                role="samples",
+                derived_from={"dim": "frames", "scale": spm, "offset": 0},
+            ),
+        },
+        tolerances=tolerances,
+        cases=[
+            TestCase("first_chunk", f"first streaming call: {first} frames, zero-length cache_source"),
+            TestCase(
+                "steady_chunk",
+                f"second call: {mel_cache} cached + {steady_new} new frames, cache_source = the first call's last "
+                f"{src_cache} source samples",
+            ),
+            TestCase(
+                "final_chunk",
+                f"final call: {mel_cache} cached + {final_new} new frames (odd), cache_source from the steady call",
+            ),
+        ],
+        caches=[
+            CachePair(
+                "cache_source",
+                "source",
+                f"next cache_source = source[..., -{src_cache}:]; the mel input of the next call starts with this "
+                f"call's last {mel_cache} mel frames",
+                first_call="zero-length",
+            )
+        ],
+        facts={
+            **s,
+            "mel_cache_len": mel_cache,
+            "source_cache_len": src_cache,
+            "noise": {
+                "input": "noise",
+                "distribution": "standard_normal",
+                "dtype": "float32",
+                "shape": ["samples", "harmonics"],
+                "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime draws it per "
+                "absolute mel frame (specs/noise.py) so chunked and whole-utterance runs use identical noise",
+            },
+            "initial_phase": initial_phase,
+            "cache_rule": f"call k > 0: mel = concat(mel_prev[..., -{mel_cache}:], new mel), cache_source = "
+            f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
+        },
+    )
+
+
+def hift_stream_profiles(
+    spec: GraphSpec, p: ChunkPolicy, first: DimRange, later: DimRange
+) -> dict[str, list[ProfileSpec]]:
+    """Offline: one call on the whole mel, no cache. Stream: the first call (zero-length cache, `first` frames)
+    and every later call (cached mel + source, `later` frames)."""
+    (frames,), (cache,) = spec.dims_with_role("frames"), spec.dims_with_role("cache")
+    no_cache = DimRange.pinned(0, "no source cache before the first call (zero-length input)")
+    later_cache = DimRange(
+        1, p.source_cache_len, p.source_cache_len, f"the previous call's last {p.source_cache_len} source samples"
+    )
+    utterance = DimRange(
+        p.mel(1),
+        p.mel(typical_utterance_tokens(p)),
+        spec.dims[frames].max,
+        "one call on the whole utterance's mel (no cache)",
+    )
+    return {
+        "stream": [
+            ProfileSpec(
+                "first_chunk", "first call of a stream (or its only, final, call)", {cache: no_cache, frames: first}
+            ),
+            ProfileSpec(
+                "later_chunks",
+                "every call after the first: cached mel + source",
+                {cache: later_cache, frames: later},
+            ),
+        ],
+        "offline": [
+            ProfileSpec(
+                "utterance", "offline: one call, zero-length cache_source", {cache: no_cache, frames: utterance}
+            )
+        ],
+    }
+
+
+def hift_stream_cases(
+    mel: np.ndarray, frames: tuple[int, int, int], s: dict, policy: ChunkPolicy, seed: int, oracle, phase=None
+) -> dict[str, Case]:
+    """The three streaming test calls over `mel` (new frames `frames`: first, steady, final), each after the
+    previous one's mel and source caches: random noise and initial-phase uniforms u (1, harmonics), then
+    `oracle(mel, cache_source, noise, u)` -> (audio, source); `phase(u)`, when given, is fed as input `phase`."""
+    spm, h = s["samples_per_mel_frame"], s["harmonics"]
+    rng = np.random.default_rng(seed)
+    out: dict[str, Case] = {}
+    start, cache = 0, np.zeros((1, 1, 0), np.float32)
+    for case, new in zip(("first_chunk", "steady_chunk", "final_chunk"), frames):
+        lo = start - (policy.mel_cache_len if start else 0)
+        chunk = np.ascontiguousarray(mel[:, :, lo : start + new])
+        # Gaussian noise on a 1/32 grid: still N(0, 1)-like for the test, but its float32 values have
+        # short mantissas, so the committed golden vectors compress ~3x (the noise is most of the bytes).
+        noise = np.round(rng.standard_normal((1, chunk.shape[2] * spm, h)) * 32).astype(np.float32) / 32
+        u = rng.random((1, h), dtype=np.float32)
+        speech, source = oracle(chunk, cache, noise, u)
+        feed = {"mel": chunk, "cache_source": cache, "noise": noise}
+        if phase is not None:
+            feed["phase"] = phase(u)
+        out[case] = (feed, {"audio": speech, "source": source})
+        start += new
+        cache = np.ascontiguousarray(source[:, :, -policy.source_cache_len :])
+    return out
+
+
 class HiftExporter(GraphExporter):
     name = "hift"
     opset = 18
     trace_case = "steady_chunk"
 
     def spec(self, model) -> GraphSpec:
-        s, policy, spm, h, mel_cache, src_cache = stream_sizes(model)
-        first, steady_new, final_new = case_chunk_frames(policy)
-        steady = steady_new + mel_cache  # a second streaming call: the TensorRT "opt" size
-        t = lambda n, shape, d: TensorSpec(n, "float32", shape, d)  # noqa: E731
-        return GraphSpec(
-            graph=self.name,
-            description="HiFT vocoder of CosyVoice2 (upstream HiFTGenerator.inference): mel -> F0 -> harmonic "
-            "source (noise as an input) -> waveform, with upstream's streaming source cache. Streaming "
-            f"calls: mel = the previous call's last {mel_cache} mel frames + the new frames, cache_source "
-            f"= the previous call's source[..., -{src_cache}:]; the first call passes a zero-length "
-            "cache_source. The runtime cross-fades and holds back the tail (runtime/vocoder.py).",
-            inputs=[
-                t(
-                    "mel",
-                    [1, s["mel_bins"], "frames"],
-                    f"{s['mel_bins']}-bin log-mel at 50 Hz; in streaming, the "
-                    f"{mel_cache} cached frames of the previous call come first",
-                ),
-                t(
-                    "cache_source",
-                    [1, 1, "cache_samples"],
-                    "source samples of the previous call "
-                    f"(source[..., -{src_cache}:]) that overwrite the start of this call's source; length 0 on the "
-                    "first call; cache_samples <= samples",
-                ),
-                t(
-                    "noise",
-                    [1, "samples", h],
-                    f"i.i.d. standard-normal noise for the {h} harmonics of the sine "
-                    "source, one row per output sample (upstream: randn_like inside SineGen2.forward)",
-                ),
-            ],
-            outputs=[
-                t(
-                    "audio",
-                    [1, "samples"],
-                    f"waveform at {s['sample_rate']} Hz, clamped to "
-                    f"[-{s['audio_limit']}, {s['audio_limit']}] (before cross-fade)",
-                ),
-                t(
-                    "source",
-                    [1, 1, "samples"],
-                    "the harmonic source after the cache overwrite; the runtime keeps "
-                    f"its last {src_cache} samples as the next cache_source",
-                ),
-            ],
-            dims={
-                "frames": Dim(1, steady, MAX_FRAMES, "mel frames of this call, cached frames included", role="frames"),
-                "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}", role="cache"),
-                "samples": Dim(
-                    spm,
-                    spm * steady,
-                    spm * MAX_FRAMES,
-                    f"output samples = {spm} * frames",
-                    role="samples",
-                    derived_from={"dim": "frames", "scale": spm, "offset": 0},
-                ),
-            },
+        s, policy = hift_sizes(model), chunk_policy(model)
+        return hift_stream_spec(
+            self.name,
+            s,
+            policy,
+            case_chunk_frames(policy),
+            family="CosyVoice2 (upstream HiFTGenerator.inference)",
+            drawn_inputs="noise as an input",
+            mel_rate="50",
+            sine_gen="SineGen2",
+            max_frames=MAX_FRAMES,
+            extra_inputs=[],
             tolerances=hift_tolerances(),
-            cases=[
-                TestCase("first_chunk", f"first streaming call: {first} frames, zero-length cache_source"),
-                TestCase(
-                    "steady_chunk",
-                    f"second call: {mel_cache} cached + {steady_new} new frames, cache_source = "
-                    f"the first call's last {src_cache} source samples",
-                ),
-                TestCase(
-                    "final_chunk",
-                    f"final call: {mel_cache} cached + {final_new} new frames (odd), cache_source from the steady call",
-                ),
-            ],
-            caches=[
-                CachePair(
-                    "cache_source",
-                    "source",
-                    f"next cache_source = source[..., -{src_cache}:]; the "
-                    f"mel input of the next call starts with this call's last {mel_cache} mel frames",
-                    first_call="zero-length",
-                )
-            ],
-            facts={
-                **s,
-                "mel_cache_len": mel_cache,
-                "source_cache_len": src_cache,
-                "noise": {
-                    "input": "noise",
-                    "distribution": "standard_normal",
-                    "dtype": "float32",
-                    "shape": ["samples", "harmonics"],
-                    "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime "
-                    "draws it per absolute mel frame (specs/noise.py) so chunked and whole-utterance "
-                    "runs use identical noise",
-                },
-                "initial_phase": "dropped: upstream's random SineGen2 initial phase only changes samples the "
-                "1/samples_per_mel_frame linear downsample never reads",
-                "cache_rule": f"call k > 0: mel = concat(mel_prev[..., -{mel_cache}:], new mel), cache_source = "
-                f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
-            },
+            initial_phase="dropped: upstream's random SineGen2 initial phase only changes samples the "
+            "1/samples_per_mel_frame linear downsample never reads",
         )
 
     def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:
         """Offline: one call on the whole mel, no cache. Stream: the first call (zero-length cache, frames of
         the first hop or a final-only call) and every later call (cached mel + source)."""
-        (frames,), (cache,) = spec.dims_with_role("frames"), spec.dims_with_role("cache")
-        top = spec.dims[frames].max
-        no_cache = DimRange.pinned(0, "no source cache before the first call (zero-length input)")
-        utterance = DimRange(
-            p.mel(1), p.mel(typical_utterance_tokens(p)), top, "one call on the whole utterance's mel (no cache)"
-        )
         first = DimRange(
             p.mel(1),
             p.mel(p.token_hop_len + p.prompt_pad(typical_prompt_tokens(p))),
@@ -268,9 +351,6 @@ class HiftExporter(GraphExporter):
             f"frames, or a final-only call of 1..{p.final_only_max_tokens} tokens",
         )
         lo_new, hi_new = p.final_after_chunks_tokens
-        later_cache = DimRange(
-            1, p.source_cache_len, p.source_cache_len, f"the previous call's last {p.source_cache_len} source samples"
-        )
         later = DimRange(
             p.mel_cache_len + p.mel(lo_new),
             p.mel_cache_len + p.mel(p.token_max_hop_len),
@@ -278,23 +358,7 @@ class HiftExporter(GraphExporter):
             f"{p.mel_cache_len} cached frames + {p.token_mel_ratio} x new tokens ({lo_new}..{hi_new} on "
             f"the final call, {p.token_max_hop_len} steady)",
         )
-        return {
-            "stream": [
-                ProfileSpec(
-                    "first_chunk", "first call of a stream (or its only, final, call)", {cache: no_cache, frames: first}
-                ),
-                ProfileSpec(
-                    "later_chunks",
-                    "every call after the first: cached mel + source",
-                    {cache: later_cache, frames: later},
-                ),
-            ],
-            "offline": [
-                ProfileSpec(
-                    "utterance", "offline: one call, zero-length cache_source", {cache: no_cache, frames: utterance}
-                )
-            ],
-        }
+        return hift_stream_profiles(spec, p, first, later)
 
     def variants(self, spec: GraphSpec) -> dict[str, PrecisionPolicy]:
         """fp16 for TensorRT only (source path and magnitude path fp32); no ONNX Runtime fp16 variant: see the
@@ -364,27 +428,12 @@ class HiftExporter(GraphExporter):
         from exporters.oracles.flow import upstream_flow_mel
         from exporters.oracles.hift import upstream_hift
 
-        s, policy, spm, h, mel_cache, src_cache = stream_sizes(model)
-        first, steady_new, final_new = case_chunk_frames(policy)
-        plan = [("first_chunk", first), ("steady_chunk", steady_new), ("final_chunk", final_new)]
-        total = first + steady_new + final_new
-        mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(seed), n_tokens=(total + 1) // 2)
-        mel = mel.numpy().astype(np.float32)
-        rng = np.random.default_rng(seed)
-        out: dict[str, Case] = {}
-        start, cache = 0, np.zeros((1, 1, 0), np.float32)
-        for case, new in plan:
-            lo = start - (mel_cache if start else 0)
-            chunk = np.ascontiguousarray(mel[:, :, lo : start + new])
-            # Gaussian noise on a 1/32 grid: still N(0, 1)-like for the test, but its float32 values have
-            # short mantissas, so the committed golden vectors compress ~3x (the noise is most of the bytes).
-            noise = np.round(rng.standard_normal((1, chunk.shape[2] * spm, h)) * 32).astype(np.float32) / 32
-            phase = rng.random((1, h), dtype=np.float32)  # upstream's random initial phase: no effect
-            speech, source = upstream_hift(model.hift, chunk, cache, noise, phase)
-            out[case] = ({"mel": chunk, "cache_source": cache, "noise": noise}, {"audio": speech, "source": source})
-            start += new
-            cache = np.ascontiguousarray(source[:, :, -src_cache:])
-        return out
+        s, policy = hift_sizes(model), chunk_policy(model)
+        first, steady_new, final_new = frames = case_chunk_frames(policy)
+        mel = upstream_flow_mel(model.flow, torch.Generator().manual_seed(seed), n_tokens=(sum(frames) + 1) // 2)
+        # upstream's random initial phase has no effect here: drawn (as upstream does), not fed
+        oracle = lambda mel, cache, noise, u: upstream_hift(model.hift, mel, cache, noise, u)  # noqa: E731
+        return hift_stream_cases(mel.numpy().astype(np.float32), frames, s, policy, seed, oracle)
 
 
 # ONNX Runtime FP16 variant: not offered (the fp16 policy is for TensorRT only). The sine phase reaches ~1e4 rad

@@ -15,11 +15,20 @@ import contextlib
 
 import numpy as np
 
-from exporters.graphs.base import Case, typical_utterance_tokens
-from exporters.graphs.hift import HIFT_ATOL, HIFT_DRIFT, HiftExporter, fold_weight_norm, hift_sizes
+from exporters.graphs.base import Case
+from exporters.graphs.hift import (
+    HIFT_ATOL,
+    HIFT_DRIFT,
+    HiftExporter,
+    fold_weight_norm,
+    hift_sizes,
+    hift_stream_cases,
+    hift_stream_profiles,
+    hift_stream_spec,
+)
 from exporters.model.facts import chunk_policy
 from specs.chunk_policy import ChunkPolicy
-from specs.io_spec import CachePair, Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
+from specs.io_spec import DimRange, GraphSpec, ProfileSpec, TensorSpec, Tolerance
 from specs.noise import phase_from_uniforms
 
 MAX_SECONDS = 60  # the longest offline call, as CosyVoice2's hift (3000 frames at 50 Hz)
@@ -158,131 +167,45 @@ class HiftV1Exporter(HiftExporter):
 
     def spec(self, model) -> GraphSpec:
         s, policy = v1_hift_sizes(model), chunk_policy(model)
-        spm, h, top = s["samples_per_mel_frame"], s["harmonics"], s["max_frames"]
-        mel_cache, src_cache = policy.mel_cache_len, policy.source_cache_len
-        first, steady_new, final_new = case_chunk_frames(policy)
-        steady = mel_cache + steady_new  # a later streaming call: the TensorRT "opt" size
-        rate = s["sample_rate"] / spm
-        t = lambda n, shape, d: TensorSpec(n, "float32", shape, d)  # noqa: E731
-        return GraphSpec(
-            graph=self.name,
-            description="HiFT vocoder of CosyVoice 1 (upstream HiFTGenerator.inference, SineGen source): mel -> "
-            "F0 -> harmonic source (noise and initial phase as inputs) -> waveform, with upstream's streaming "
-            f"source cache. Streaming calls: mel = the previous call's last {mel_cache} mel frames + the new "
-            f"frames, cache_source = the previous call's source[..., -{src_cache}:]; the first call passes a "
-            "zero-length cache_source. The runtime cross-fades and holds back the tail (runtime/vocoder.py).",
-            inputs=[
-                t(
-                    "mel",
-                    [1, s["mel_bins"], "frames"],
-                    f"{s['mel_bins']}-bin log-mel at {rate:.2f} Hz; in streaming, the {mel_cache} cached frames "
-                    "of the previous call come first",
-                ),
-                t(
-                    "cache_source",
-                    [1, 1, "cache_samples"],
-                    f"source samples of the previous call (source[..., -{src_cache}:]) that overwrite the start of "
-                    "this call's source; length 0 on the first call; cache_samples <= samples",
-                ),
-                t(
-                    "noise",
-                    [1, "samples", h],
-                    f"i.i.d. standard-normal noise for the {h} harmonics of the sine source, one row per output "
-                    "sample (upstream: randn_like inside SineGen.forward)",
-                ),
-                t(
-                    "phase",
-                    [1, h],
-                    f"initial phase of each of the {h} harmonics in [-pi, pi), harmonic 0 = 0 (upstream: a fresh "
-                    "Uniform(-pi, pi) draw inside SineGen.forward on every call, the fundamental's zeroed; the "
-                    "graph zeroes harmonic 0 too)",
-                ),
-            ],
-            outputs=[
-                t(
-                    "audio",
-                    [1, "samples"],
-                    f"waveform at {s['sample_rate']} Hz, clamped to [-{s['audio_limit']}, {s['audio_limit']}] "
-                    "(before cross-fade)",
-                ),
-                t(
-                    "source",
-                    [1, 1, "samples"],
-                    f"the harmonic source after the cache overwrite; the runtime keeps its last {src_cache} "
-                    "samples as the next cache_source",
-                ),
-            ],
-            dims={
-                "frames": Dim(1, steady, top, "mel frames of this call, cached frames included", role="frames"),
-                "cache_samples": Dim(0, src_cache, src_cache, f"0 on the first call, then {src_cache}", role="cache"),
-                "samples": Dim(
-                    spm,
-                    spm * steady,
-                    spm * top,
-                    f"output samples = {spm} * frames",
-                    role="samples",
-                    derived_from={"dim": "frames", "scale": spm, "offset": 0},
-                ),
-            },
+        h = s["harmonics"]
+        phase = TensorSpec(
+            "phase",
+            "float32",
+            [1, h],
+            f"initial phase of each of the {h} harmonics in [-pi, pi), harmonic 0 = 0 (upstream: a fresh "
+            "Uniform(-pi, pi) draw inside SineGen.forward on every call, the fundamental's zeroed; the graph "
+            "zeroes harmonic 0 too)",
+        )
+        return hift_stream_spec(
+            self.name,
+            s,
+            policy,
+            case_chunk_frames(policy),
+            family="CosyVoice 1 (upstream HiFTGenerator.inference, SineGen source)",
+            drawn_inputs="noise and initial phase as inputs",
+            mel_rate=f"{s['sample_rate'] / s['samples_per_mel_frame']:.2f}",
+            sine_gen="SineGen",
+            max_frames=s["max_frames"],
+            extra_inputs=[phase],
             tolerances=v1_hift_tolerances(),
-            cases=[
-                TestCase("first_chunk", f"first streaming call: {first} frames, zero-length cache_source"),
-                TestCase(
-                    "steady_chunk",
-                    f"second call: {mel_cache} cached + {steady_new} new frames, cache_source = the first call's "
-                    f"last {src_cache} source samples",
-                ),
-                TestCase(
-                    "final_chunk",
-                    f"final call: {mel_cache} cached + {final_new} new frames (odd), cache_source from the steady call",
-                ),
-            ],
-            caches=[
-                CachePair(
-                    "cache_source",
-                    "source",
-                    f"next cache_source = source[..., -{src_cache}:]; the mel input of the next call starts with "
-                    f"this call's last {mel_cache} mel frames",
-                    first_call="zero-length",
-                )
-            ],
-            facts={
-                **s,
-                "mel_cache_len": mel_cache,
-                "source_cache_len": src_cache,
-                "noise": {
-                    "input": "noise",
-                    "distribution": "standard_normal",
-                    "dtype": "float32",
-                    "shape": ["samples", "harmonics"],
-                    "doc": "i.i.d. N(0, 1); any generator. Upstream draws it per call; the pack's runtime draws "
-                    "it per absolute mel frame (specs/noise.py) so chunked and whole-utterance runs use "
-                    "identical noise",
-                },
-                "initial_phase": {
-                    "input": "phase",
-                    "distribution": "uniform",
-                    "low": -float(np.pi),
-                    "high": float(np.pi),
-                    "harmonic_0": 0.0,
-                    "dtype": "float32",
-                    "shape": ["harmonics"],
-                    "per": "call",
-                    "doc": "drawn afresh for every call, as upstream SineGen does (float32 low + u * (high - "
-                    "low), u in [0, 1)); it shifts every sample's phase of harmonic h, so unlike CosyVoice2's it "
-                    "changes the audio. The pack's runtime draws it from (seed, call index) (runtime/vocoder.py)",
-                },
-                "cache_rule": f"call k > 0: mel = concat(mel_prev[..., -{mel_cache}:], new mel), cache_source = "
-                f"source_prev[..., -{src_cache}:]; call 0: cache_source has length 0",
+            initial_phase={
+                "input": "phase",
+                "distribution": "uniform",
+                "low": -float(np.pi),
+                "high": float(np.pi),
+                "harmonic_0": 0.0,
+                "dtype": "float32",
+                "shape": ["harmonics"],
+                "per": "call",
+                "doc": "drawn afresh for every call, as upstream SineGen does (float32 low + u * (high - low), u in "
+                "[0, 1)); it shifts every sample's phase of harmonic h, so unlike CosyVoice2's it changes the audio. "
+                "The pack's runtime draws it from (seed, call index) (runtime/vocoder.py)",
             },
         )
 
     def profiles(self, spec: GraphSpec, p: ChunkPolicy) -> dict[str, list[ProfileSpec]]:
         """Offline: one call on the whole mel, no cache. Stream (upstream's windows): the first call (zero-length
         cache; its first window, or a final-only call) and every later call (cached mel + source)."""
-        (frames,), (cache,) = spec.dims_with_role("frames"), spec.dims_with_role("cache")
-        top = spec.dims[frames].max
-        no_cache = DimRange.pinned(0, "no source cache before the first call (zero-length input)")
         first_new, steady_new, _ = case_chunk_frames(p)
         final_lo, final_hi = p.final_after_chunks_tokens
         max_new = max(window_new_frames(p, p.token_max_hop_len), p.mel(final_hi))
@@ -300,29 +223,7 @@ class HiftV1Exporter(HiftExporter):
             f"{p.mel_cache_len} cached frames + a window's new frames ({steady_new} steady, up to {max_new}), "
             f"or a final call's {final_lo}..{final_hi} tokens",
         )
-        later_cache = DimRange(
-            1, p.source_cache_len, p.source_cache_len, f"the previous call's last {p.source_cache_len} source samples"
-        )
-        utterance = DimRange(
-            p.mel(1), p.mel(typical_utterance_tokens(p)), top, "one call on the whole utterance's mel (no cache)"
-        )
-        return {
-            "stream": [
-                ProfileSpec(
-                    "first_chunk", "first call of a stream (or its only, final, call)", {cache: no_cache, frames: first}
-                ),
-                ProfileSpec(
-                    "later_chunks",
-                    "every call after the first: cached mel + source",
-                    {cache: later_cache, frames: later},
-                ),
-            ],
-            "offline": [
-                ProfileSpec(
-                    "utterance", "offline: one call, zero-length cache_source", {cache: no_cache, frames: utterance}
-                )
-            ],
-        }
+        return hift_stream_profiles(spec, p, first, later)
 
     def wrapper(self, model):
         import torch
@@ -351,25 +252,10 @@ class HiftV1Exporter(HiftExporter):
 
     def cases(self, model, seed: int) -> dict[str, Case]:
         s, policy = v1_hift_sizes(model), chunk_policy(model)
-        spm, h, src_cache = s["samples_per_mel_frame"], s["harmonics"], policy.source_cache_len
-        first, steady_new, final_new = case_chunk_frames(policy)
-        plan = [("first_chunk", first), ("steady_chunk", steady_new), ("final_chunk", final_new)]
-        total = first + steady_new + final_new
-        n_tokens = policy.tokens(total * spm / s["sample_rate"]) + 1
+        frames = case_chunk_frames(policy)
+        total = sum(frames)
+        n_tokens = policy.tokens(total * s["samples_per_mel_frame"] / s["sample_rate"]) + 1
         mel = upstream_v1_flow_mel(model.flow, seed, n_tokens).numpy().astype(np.float32)
         assert mel.shape[2] >= total, (mel.shape, total)
-        rng = np.random.default_rng(seed)
-        out: dict[str, Case] = {}
-        start, cache = 0, np.zeros((1, 1, 0), np.float32)
-        for case, new in plan:
-            lo = start - (policy.mel_cache_len if start else 0)
-            chunk = np.ascontiguousarray(mel[:, :, lo : start + new])
-            # Gaussian noise on a 1/32 grid (short mantissas: the committed vectors compress, as v2's hift)
-            noise = np.round(rng.standard_normal((1, chunk.shape[2] * spm, h)) * 32).astype(np.float32) / 32
-            u = rng.random((1, h), dtype=np.float32)
-            speech, source = upstream_hift_v1(model.hift, chunk, cache, noise, u)
-            feed = {"mel": chunk, "cache_source": cache, "noise": noise, "phase": uniform_phase(u)}
-            out[case] = (feed, {"audio": speech, "source": source})
-            start += new
-            cache = np.ascontiguousarray(source[:, :, -src_cache:])
-        return out
+        oracle = lambda mel, cache, noise, u: upstream_hift_v1(model.hift, mel, cache, noise, u)  # noqa: E731
+        return hift_stream_cases(mel, frames, s, policy, seed, oracle, phase=uniform_phase)

@@ -81,13 +81,24 @@ def cache_names(num_layers: int) -> list[tuple[str, str]]:
     return [(f"past_key_values.{i}.{kv}", f"present.{i}.{kv}") for i in range(num_layers) for kv in ("key", "value")]
 
 
+def inference_default(llm, name: str) -> float:
+    """A length ratio (min/max_token_text_ratio) as the default of upstream's `llm.inference()` argument."""
+    return float(inspect.signature(llm.inference).parameters[name].default)
+
+
+def sampling_facts(model) -> dict:
+    """The bundle's sampling parameters (its yaml's ras_sampling arguments) for the runtime's sampler."""
+    return {
+        "method": "ras_sampling",
+        **{k: float(v) if isinstance(v, float) else int(v) for k, v in model.sampling.items()},
+    }
+
+
 def lm_facts(model) -> dict:
     """How the runtime drives this graph: sequence layout, data tables, stop ids, lengths, sampling."""
     llm = model.llm
     s = llm_sizes(llm)
     eos = int(llm.eos_token)
-    defaults = inspect.signature(llm.inference).parameters  # upstream's inference() length ratios
-    ratio = lambda name: float(defaults[name].default)  # noqa: E731
     return {
         **s,
         "logits": "raw llm_decoder output for the last input position; upstream samples from its log_softmax",
@@ -101,16 +112,13 @@ def lm_facts(model) -> dict:
         "eos_token": eos,
         "stop_tokens": [int(t) for t in llm.stop_token_ids],
         "fill_token": int(llm.fill_token),
-        "min_token_text_ratio": ratio("min_token_text_ratio"),
-        "max_token_text_ratio": ratio("max_token_text_ratio"),
+        "min_token_text_ratio": inference_default(llm, "min_token_text_ratio"),
+        "max_token_text_ratio": inference_default(llm, "max_token_text_ratio"),
         "length_rule": "N = len(text ids) without the prompt text; the first int(N * min_token_text_ratio) "
         "steps have eos_token masked (only eos, as upstream's sampling_ids; the other stop ids "
         "stay samplable), at most int(N * max_token_text_ratio) steps; stop ids are not yielded",
         "mix_ratio": [int(r) for r in llm.mix_ratio],
-        "sampling": {
-            "method": "ras_sampling",
-            **{k: float(v) if isinstance(v, float) else int(v) for k, v in model.sampling.items()},
-        },
+        "sampling": sampling_facts(model),
         "data": {
             "embed_tokens": "llm.embed_tokens",
             "speech_embedding": "llm.speech_embedding",

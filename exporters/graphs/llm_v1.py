@@ -21,8 +21,6 @@ is frozen into both graphs, so they take at most 5000 positions, the most upstre
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
 from exporters.graphs.base import (
@@ -33,7 +31,7 @@ from exporters.graphs.base import (
     typical_prompt_tokens,
     typical_utterance_tokens,
 )
-from exporters.graphs.llm import INT8, TRT_MAX_POSITIONS, TRT_MAX_PREFILL, _table
+from exporters.graphs.llm import INT8, TRT_MAX_POSITIONS, TRT_MAX_PREFILL, _table, inference_default, sampling_facts
 from specs.chunk_policy import ChunkPolicy
 from specs.io_spec import CachePair, Dim, DimRange, GraphSpec, ProfileSpec, TensorSpec, TestCase, Tolerance
 from specs.precision import Fp32Keep, PrecisionPolicy
@@ -70,8 +68,6 @@ def lm_facts_v1(model) -> dict:
     """How the runtime drives the two graphs: sequence layout, data tables, stop id, lengths, sampling."""
     llm = model.llm
     s = v1_sizes(llm)
-    defaults = inspect.signature(llm.inference).parameters  # upstream's inference() length ratios
-    ratio = lambda name: float(defaults[name].default)  # noqa: E731
     eos = int(llm.eos_token)
     return {
         **s,
@@ -91,14 +87,11 @@ def lm_facts_v1(model) -> dict:
         "eos_token": eos,
         "stop_tokens": [eos],  # TransformerLM.inference breaks on eos_token only
         "min_len_masked_token": int(llm.speech_token_size),  # sampling_ids' index: eos in v1
-        "min_token_text_ratio": ratio("min_token_text_ratio"),
-        "max_token_text_ratio": ratio("max_token_text_ratio"),
+        "min_token_text_ratio": inference_default(llm, "min_token_text_ratio"),
+        "max_token_text_ratio": inference_default(llm, "max_token_text_ratio"),
         "length_rule": "N = len(text ids) without the prompt text; the first int(N * min_token_text_ratio) "
         "steps have eos_token masked, at most int(N * max_token_text_ratio) steps; eos is not yielded",
-        "sampling": {
-            "method": "ras_sampling",
-            **{k: float(v) if isinstance(v, float) else int(v) for k, v in model.sampling.items()},
-        },
+        "sampling": sampling_facts(model),
         "data": {"speech_embedding": "llm.speech_embedding", "llm_embedding": "llm.llm_embedding"},
         "att_cache": {
             "input": "att_cache",

@@ -48,7 +48,7 @@ class UpstreamFlowCall:
     mel: np.ndarray  # (1, mel, frames) that token2wav keeps: flow output[:, :, token_offset * ratio:]
 
 
-class _SilentHift:
+class SilentHift:
     """Stands in for HiFT in token2wav: silence of the right length, so only the flow runs."""
 
     def __init__(self, samples_per_frame: int):
@@ -59,6 +59,29 @@ class _SilentHift:
 
         n = speech_feat.shape[2] * self.samples_per_frame
         return torch.zeros(1, n), torch.zeros(1, 1, n)
+
+
+def i32(a):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.int32)
+
+
+def drain_tts(
+    up, tokens: np.ndarray, prompt_tokens: np.ndarray, prompt_feat: np.ndarray, embedding: np.ndarray, stream: bool
+):
+    """Run one upstream `tts` request (CosyVoiceModel / CosyVoice2Model) to its end on given speech tokens: its
+    voice-conversion path, so no LLM runs."""
+    import torch
+
+    for _ in up.tts(
+        flow_embedding=torch.from_numpy(embedding),
+        flow_prompt_speech_token=i32(prompt_tokens),
+        prompt_speech_feat=torch.from_numpy(prompt_feat),
+        source_speech_token=i32(tokens),
+        stream=stream,
+    ):
+        pass
 
 
 @contextlib.contextmanager
@@ -109,21 +132,12 @@ def upstream_token2mel(
     """Every flow call of one upstream `CosyVoice2Model.tts` request over `tokens` (1, N), in order.
 
     prompt_tokens (1, P) and prompt_feat (1, 2P, 80) are the flow prompt; embedding (1, 192)."""
-    import torch
     from cosyvoice.cli.model import CosyVoice2Model
 
-    up = CosyVoice2Model(None, model.flow, _SilentHift(int(model.hift.f0_upsamp.scale_factor)))
-    i32 = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(torch.int32)  # noqa: E731
+    up = CosyVoice2Model(None, model.flow, SilentHift(int(model.hift.f0_upsamp.scale_factor)))
     calls: list[UpstreamFlowCall] = []
     with _recording(up, model.flow, calls):
-        for _ in up.tts(
-            flow_embedding=torch.from_numpy(embedding),
-            flow_prompt_speech_token=i32(prompt_tokens),
-            prompt_speech_feat=torch.from_numpy(prompt_feat),
-            source_speech_token=i32(tokens),
-            stream=stream,
-        ):
-            pass
+        drain_tts(up, tokens, prompt_tokens, prompt_feat, embedding, stream)
     return calls
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from exporters.oracles.flow import SilentHift, drain_tts, i32
 from specs.io_spec import Tolerance
 
 # Runtime V1FlowStage (flow.encoder + 10 CFG Euler steps over flow.decoder.estimator on ONNX Runtime, flow cache
@@ -68,46 +69,18 @@ def injected_noise(draw: Callable[[int, tuple[int, ...]], np.ndarray]):
             setattr(torch, name, fn)
 
 
-def _i32(a):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.int32)
-
-
 def _flow_kwargs(token, prompt, prompt_feat, embedding) -> dict:
     import torch
 
     return {
-        "token": _i32(token),
+        "token": i32(token),
         "token_len": torch.tensor([token.shape[1]], dtype=torch.int32),
-        "prompt_token": _i32(prompt),
+        "prompt_token": i32(prompt),
         "prompt_token_len": torch.tensor([prompt.shape[1]], dtype=torch.int32),
         "prompt_feat": torch.from_numpy(np.ascontiguousarray(prompt_feat, dtype=np.float32)),
         "prompt_feat_len": torch.tensor([prompt_feat.shape[1]], dtype=torch.int32),
         "embedding": torch.from_numpy(np.ascontiguousarray(embedding, dtype=np.float32)),
     }
-
-
-def _capture_stub():
-    """Stands in for `flow.decoder` (ConditionalCFM) during one upstream call: records what its forward gets and
-    returns zeros and an empty cache."""
-    import torch
-
-    class CaptureCFM(torch.nn.Module):
-        seen: dict = {}
-
-        def forward(self, mu, mask, n_timesteps, temperature=1.0, spks=None, cond=None, prompt_len=0, cache=None):
-            self.seen = {
-                "mu": mu.clone(),
-                "mask": mask.clone(),
-                "spks": spks.clone(),
-                "cond": cond.clone(),
-                "n_timesteps": n_timesteps,
-                "prompt_len": prompt_len,
-            }
-            return torch.zeros_like(mu), torch.zeros(1, mu.shape[1], 0, 2)
-
-    return CaptureCFM()
 
 
 def upstream_pre_ode_v1(model, token, prompt, prompt_feat, embedding) -> dict:
@@ -116,15 +89,13 @@ def upstream_pre_ode_v1(model, token, prompt, prompt_feat, embedding) -> dict:
     token (1, N) generated tokens; prompt (1, P) prompt tokens; prompt_feat (1, mel_len1, 80); embedding (1, 192)."""
     import torch
 
+    from exporters.graphs.flow_encoder import captured_decoder
+
     flow = model.flow
-    real, stub = flow.decoder, _capture_stub()
-    flow.decoder = stub
-    try:
+    with captured_decoder(flow) as stub:
         flow.inference(**_flow_kwargs(token, prompt, prompt_feat, embedding), flow_cache=torch.zeros(1, 80, 0, 2))
-    finally:
-        flow.decoder = real
     seen = stub.seen
-    if not bool((seen["mask"] == 1).all()) or seen["prompt_len"] != prompt_feat.shape[1]:
+    if not bool((seen["mask"] == 1).all()) or seen.get("prompt_len", 0) != prompt_feat.shape[1]:
         raise RuntimeError(
             "upstream MaskedDiffWithXvec.inference no longer calls its CFM as this oracle assumes "
             "(all-ones mask, prompt_len = prompt mel frames)"
@@ -155,29 +126,15 @@ class UpstreamWindowCall:
     cache_out: np.ndarray  # (1, 80, c, 2) the flow cache it returned
 
 
-class _SilentHift:
-    """Stands in for HiFT in token2wav: silence of the right length, so only the flow runs."""
-
-    def __init__(self, samples_per_frame: int):
-        self.samples_per_frame = samples_per_frame
-
-    def inference(self, speech_feat, cache_source=None):
-        import torch
-
-        n = speech_feat.shape[2] * self.samples_per_frame
-        return torch.zeros(1, n), torch.zeros(1, 1, n)
-
-
 def upstream_stream_mels(
     model, tokens, prompt, prompt_feat, embedding, draw: Callable[[int, tuple[int, ...]], np.ndarray]
 ) -> list[UpstreamWindowCall]:
     """Every flow call of one upstream `CosyVoiceModel.tts(stream=True)` request over `tokens` (1, N), in order,
     with call k's noise = draw(k, shape). The windows are those upstream's own loop cuts."""
-    import torch
     from cosyvoice.cli.model import CosyVoiceModel
 
     flow = model.flow
-    up = CosyVoiceModel(None, flow, _SilentHift(int(model.hift.f0_upsamp.scale_factor)))
+    up = CosyVoiceModel(None, flow, SilentHift(int(model.hift.f0_upsamp.scale_factor)))
     calls: list[UpstreamWindowCall] = []
     real_inference = flow.inference
     seen = {"start": 0}
@@ -195,14 +152,7 @@ def upstream_stream_mels(
     flow.inference = inference
     try:
         with injected_noise(draw):
-            for _ in up.tts(
-                flow_embedding=torch.from_numpy(embedding),
-                flow_prompt_speech_token=_i32(prompt),
-                prompt_speech_feat=torch.from_numpy(prompt_feat),
-                source_speech_token=_i32(tokens),
-                stream=True,
-            ):
-                pass
+            drain_tts(up, tokens, prompt, prompt_feat, embedding, stream=True)
     finally:
         del flow.inference  # back to the class method
     calls[-1].finalize = True  # tts ends every request with one finalize=True call
