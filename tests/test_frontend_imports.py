@@ -15,6 +15,7 @@ ALLOWED = {
     "numpy",
     "onnxruntime",
     "tokenizers",
+    "tiktoken",  # CosyVoice 1's text encoding
     "soundfile",
     "soxr",
     "kaldi_native_fbank",
