@@ -122,3 +122,35 @@ def test_v1_session_contract(engine):
     assert [x.pcm for x in a] == [x.pcm for x in b] and [x.pcm for x in a] != [x.pcm for x in c]
     assert all(x.n_samples == 882 for x in a[:-1]) and a[-1].final and sum(not x.final for x in a) == len(a) - 1
     assert [x.sample_offset for x in a] == [882 * i for i in range(len(a))]
+
+
+def test_v1_export_refuses_a_malformed_spk2info_before_any_work(tiny_v1_bundle, tmp_path):
+    import os
+    import shutil
+
+    import torch
+
+    from exporters.pipeline.graph import ExportOptions
+    from exporters.pipeline.pack import export_pack
+    from specs.errors import ToolError
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_v1_bundle, b, copy_function=os.link)
+    (b / "spk2info.pt").unlink()
+    torch.save({"中文女": {"embedding": torch.zeros(1, 80)}}, b / "spk2info.pt")
+    with pytest.raises(ToolError, match=r"spk2info.pt \| speaker '中文女' has shape \[1, 80\]"):
+        export_pack(b, tmp_path / "pack", None, ExportOptions(log=lambda m: None), log=lambda m: None)
+    assert not (tmp_path / "pack").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_speaker_errors_are_one_line(engine, tiny_pack):
+    from runtime.engine import PackEngine
+    from runtime.session import speaker_prompt
+    from specs.errors import ToolError
+
+    with pytest.raises(ToolError, match=r"unknown speaker 'nobody'. Note: one of 中文女, 中文男"):
+        speaker_prompt(engine, "nobody")
+    with pytest.raises(ToolError, match="this pack's LLM is not instruct-trained"):
+        speaker_prompt(engine, "中文女", INSTRUCT)
+    with pytest.raises(ToolError, match="this pack has no built-in speakers"):
+        speaker_prompt(PackEngine.get(tiny_pack), "中文女")

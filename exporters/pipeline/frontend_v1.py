@@ -63,11 +63,12 @@ def text_tokenizer_files(yaml_path: Path, writer: PackWriter) -> dict:
     }
 
 
-def read_speakers(bundle_root: Path, spk_dim: int) -> tuple[list[str], np.ndarray]:
-    """Speaker names and their (n, spk_dim) float32 x-vectors from spk2info.pt ([] when the bundle has none)."""
+def read_speakers(bundle_root: Path, spk_dim: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Speaker names and their (n, spk_dim) float32 x-vectors from spk2info.pt ([] when the bundle has none).
+    spk_dim None: the first entry's size, the same for all (the model's x-vector size is checked later)."""
     path = bundle_root / SPEAKERS_FILE
     if not path.is_file():
-        return [], np.zeros((0, spk_dim), np.float32)
+        return [], np.zeros((0, spk_dim or 0), np.float32)
     from exporters.model.bundle import read_state_dict
 
     info = read_state_dict(path)  # weights_only load; a dict with str keys
@@ -75,6 +76,8 @@ def read_speakers(bundle_root: Path, spk_dim: int) -> tuple[list[str], np.ndarra
     for name, entry in info.items():
         emb = entry.get("embedding") if isinstance(entry, dict) else None
         shape = tuple(getattr(emb, "shape", ()))
+        if spk_dim is None and emb is not None and shape:
+            spk_dim = int(shape[-1])
         if emb is None or shape not in ((1, spk_dim), (spk_dim,)):
             got = f"shape {list(shape)}" if emb is not None else f"a {type(entry).__name__} without 'embedding'"
             want = f"{{'embedding': (1, {spk_dim}) x-vector}} per speaker"
@@ -84,7 +87,7 @@ def read_speakers(bundle_root: Path, spk_dim: int) -> tuple[list[str], np.ndarra
             raise ToolError(path, f"speaker {name!r} has a non-finite embedding", "finite x-vector values")
         names.append(str(name))
         rows.append(arr)
-    return names, np.stack(rows).astype(np.float32) if rows else np.zeros((0, spk_dim), np.float32)
+    return names, np.stack(rows).astype(np.float32) if rows else np.zeros((0, spk_dim or 0), np.float32)
 
 
 def speaker_files(bundle_root: Path, spk_dim: int, writer: PackWriter) -> tuple[dict, int]:

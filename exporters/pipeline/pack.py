@@ -107,6 +107,10 @@ def export_pack(
         checked = bundle.verify_official()
         log(f"official size/sha256 verified: {', '.join(checked)}")
     exporters = resolve(graphs, bundle.family)  # before any work: a family without exporters is refused
+    if bundle.family == "cosyvoice1":  # a malformed spk2info.pt is refused before the slow work
+        from exporters.pipeline.frontend_v1 import read_speakers
+
+        read_speakers(bundle.root)  # shapes against the model's x-vector size once it is built
     with PackWriter(out, overwrite=overwrite) as writer:  # validates --out before the slow work
         log(f"loading {bundle.family} bundle {bundle.root}")
         model = bundle.build(with_llm=True)
