@@ -89,3 +89,14 @@ def test_missing_pack_is_one_line(tmp_path):
     assert (
         err == f"ERROR | {tmp_path / 'nope'} | pack directory does not exist. Note: a directory written by tts-export"
     )
+
+
+def test_dry_run_tiny_v1_pack(tiny_v1_pack):
+    """CosyVoice 1 plans from its graphs' specs alone (trt/ knows no family): every graph in fp32; in fp16 the flow's
+    graphs are left out, as their specs keep TensorRT fp16 off (upstream's users get NaN mel from v1's flow there)."""
+    fp32 = cli("--pack", tiny_v1_pack, "--dry-run", "--precision", "fp32").stdout
+    names = {"flow.encoder", "flow.decoder.estimator", "hift", "llm.text_encoder", "llm"}
+    assert {line.split(".fp32.")[0] for line in fp32.splitlines() if ".fp32." in line and line.endswith(":")} == names
+    fp16 = cli("--pack", tiny_v1_pack, "--dry-run", "--precision", "fp16").stdout
+    assert "skipped: flow.decoder.estimator.fp16.stream: its I/O spec declares no float16 policy" in fp16
+    assert "hift.fp16.stream:" in fp16 and "DRY RUN | 4 engine(s) planned" in fp16
