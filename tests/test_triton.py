@@ -408,3 +408,21 @@ def test_openai_llm_tier_streams_tokens_into_the_same_audio(install, tiny_pack, 
     assert req["messages"] == [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
     assert req["stream"] is True and req["seed"] == derive_seed(seed, 0, 0) and "<|eos1|>" in req["stop"]
     assert (req["min_tokens"], req["max_tokens"]) == (2 * len(ids), 20 * len(ids))  # the tiny LLM's 2 and 20 ratios
+
+
+def test_tts_export_writes_the_repository_and_checks_its_usage(tiny_pack, tiny_v1_pack, tmp_path):
+    """`tts-export --pack PACK --triton-repo DIR`: the same bytes as write_triton_repo; usage errors exit 2; a pack
+    of a family without a Triton layout is one line, exit 1, nothing written."""
+    exe = str(Path(sys.executable).parent / "tts-export")
+    run = lambda *a: subprocess.run([exe, *map(str, a)], capture_output=True, text=True, timeout=120)  # noqa: E731
+    r = run("--pack", tiny_pack, "--triton-repo", tmp_path / "repo")
+    assert r.returncode == 0 and "PASSED | Triton repository" in r.stderr, r.stderr
+    write_triton_repo(tiny_pack, tmp_path / "again")
+    files = sorted(p.relative_to(tmp_path / "repo") for p in (tmp_path / "repo").rglob("*") if p.is_file())
+    assert files and all((tmp_path / "repo" / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files)
+    r = run("--triton-repo", tmp_path / "x")
+    assert r.returncode == 2 and "--pack and --triton-repo go together" in " ".join(r.stderr.split())
+    r = run("--pack", tiny_pack, "--triton-repo", tmp_path / "y", "--random-init", "tiny")
+    assert r.returncode == 2 and not (tmp_path / "y").exists()
+    r = run("--pack", tiny_v1_pack, "--triton-repo", tmp_path / "v1")
+    assert r.returncode == 1 and "is a cosyvoice1 pack" in r.stderr and not (tmp_path / "v1").exists()
