@@ -161,3 +161,34 @@ def test_validate_passes_and_catches_a_tampered_graph(tiny_pack, tmp_path):
         f.write(b"\x00\x01\x02\x03")
     rc, _, err = cli("tts-validate", pack)
     assert rc == 1 and "graph hift has sha256" in one_error(err)
+
+
+def test_realtime_playout_and_a_tuned_chunk_policy(tiny_pack, tmp_path):
+    """--realtime --chunk-policy: same PCM as the same tuned policy unpaced, the policy first in the chunk log and the
+    playout report last; bad policy files are one line, exit 1; --realtime with --bistream is a usage error."""
+    policy = tmp_path / "p.json"
+    policy.write_text('{"token_hop_len": 10, "token_max_hop_len": 50}')
+    base = ["tts-run", "--pack", tiny_pack, "--text", "Paced and tuned.", "--stream", "--chunk-policy", policy]
+    rc, paced, err = cli(*base, "--realtime", "--out", "-", "--chunk-log", tmp_path / "log.jsonl")
+    assert rc == 0 and "paced playout:" in err and "chunk policy tuned by" in err, err
+    rc, plain, err = cli(*base, "--out", "-")
+    assert rc == 0 and paced == plain and len(plain) > 0
+    lines = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert lines[0]["chunk_policy"]["token_hop_len"] == 10 and lines[0]["tuned"] == {
+        "token_hop_len": 10,
+        "token_max_hop_len": 50,
+    }
+    assert lines[-1]["playout"]["chunks"] == len(lines) - 2 and lines[-1]["playout"]["underruns"] >= 0
+    assert sum(m["n_samples"] for m in lines[1:-1]) * 2 == len(plain)
+    for text, expect in (
+        ("{not json", "is not JSON"),
+        ("[1]", "holds a JSON list"),
+        ('{"token_hop_len": "10"}', "token_hop_len must be integers"),
+        ('{"source_cache_len": 10}', "sets source_cache_len, which belong to the pack's graphs"),
+    ):
+        policy.write_text(text)
+        rc, _, err = cli(*base, "--out", tmp_path / "x.wav")
+        assert rc == 1 and expect in one_error(err), err
+        assert not (tmp_path / "x.wav").exists()
+    rc, _, err = cli("tts-run", "--pack", tiny_pack, "--text", "Hi.", "--realtime", "--bistream", "--out", "-")
+    assert rc == 2 and "not with --bistream" in err
