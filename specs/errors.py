@@ -45,10 +45,19 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
 
 
+_RECEIVED: list[int] = []  # the signal that interrupted this process, if one did
+
+
 def _raise_interrupted(signum, frame) -> None:
     for s in (signal.SIGINT, signal.SIGTERM):  # a second signal while cleaning up must not cut the cleanup
         signal.signal(s, signal.SIG_IGN)
+    _RECEIVED.append(signum)
     raise Interrupted(signum)
+
+
+def _exit_interrupted(signum: int) -> None:
+    print(f"ERROR | interrupted by {signal.Signals(signum).name}; partial outputs removed", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 def cli_entry(func: F) -> F:
@@ -62,11 +71,15 @@ def cli_entry(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ToolError as err:
+            if _RECEIVED:  # the signal landed where a library wrapped it (e.g. an extension module's import)
+                _exit_interrupted(_RECEIVED[0])
             print(f"ERROR | {err.message}", file=sys.stderr)
             sys.exit(1)
         except (Interrupted, KeyboardInterrupt) as err:
-            signum = err.signum if isinstance(err, Interrupted) else int(signal.SIGINT)
-            print(f"ERROR | interrupted by {signal.Signals(signum).name}; partial outputs removed", file=sys.stderr)
-            sys.exit(128 + signum)
+            _exit_interrupted(err.signum if isinstance(err, Interrupted) else int(signal.SIGINT))
+        except Exception:
+            if _RECEIVED:
+                _exit_interrupted(_RECEIVED[0])
+            raise
 
     return wrapper  # type: ignore[return-value]

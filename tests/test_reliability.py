@@ -334,3 +334,29 @@ def test_sigterm_during_export_leaves_no_debris(tmp_path):
     # its .ses session id, torch its torchinductor_* cache), which a finished export leaves as well
     ours = [x.name for x in tmp.iterdir() if x.name not in (".ses",) and not x.name.startswith("torchinductor_")]
     assert ours == [] and not (tmp_path / "out").exists()
+
+
+def test_a_signal_a_library_wrapped_still_exits_as_interrupted(capsys):
+    """A signal that lands inside library code which wraps the exception (an extension module's import turns it into
+    `ImportError: initialization failed`, which our code then reports as a ToolError) still exits 128 + signal."""
+    from specs import errors
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @errors.cli_entry
+    def main():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises Interrupted here
+            time.sleep(5)
+        except BaseException as e:
+            raise errors.ToolError("cosyvoice.yaml", "cannot be built (ImportError: initialization failed)") from e
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        errors._RECEIVED.clear()
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert exit_info.value.code == 143
+    assert capsys.readouterr().err.strip() == "ERROR | interrupted by SIGTERM; partial outputs removed"
