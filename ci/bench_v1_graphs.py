@@ -128,9 +128,10 @@ def main() -> int:
     import torch.nn.functional as F
 
     from backends.ort import OrtRunner
-    from exporters.graphs.hift_v1 import uniform_phase, upstream_hift_v1
+    from exporters.graphs.hift_v1 import upstream_hift_v1
     from exporters.model.bundle import Bundle
     from exporters.oracles.llm_v1 import upstream_run
+    from specs.noise import phase_from_uniforms
     from specs.pack import Pack
 
     logging.getLogger().setLevel(logging.WARNING)
@@ -247,7 +248,7 @@ def main() -> int:
 
         ins, _ = pack.graph("hift").vectors()["steady_chunk"]
         u = rng.random((1, ins["phase"].shape[1]), dtype=np.float32)  # the SineGen uniforms both sides get
-        feed = {**ins, "phase": uniform_phase(u)}
+        feed = {**ins, "phase": phase_from_uniforms(u)}
         call = f"{ins['mel'].shape[2]} frames, {ins['cache_source'].shape[2]}-sample source cache"
         bench(
             "hift",

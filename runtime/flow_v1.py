@@ -18,7 +18,6 @@ import numpy as np
 from backends.ort import OrtRunner
 from runtime.flow_stage import ENCODER, ESTIMATOR, FlowCondition, euler_cfg, ode_schedule
 from specs.errors import ToolError
-from specs.noise import FlowNoise  # noqa: F401  (the per-call noise callers draw: re-exported)
 from specs.pack import Pack
 
 

@@ -34,7 +34,7 @@ from backends.ort import OrtRunner
 from backends.runner import Runner
 from specs.chunk_policy import ChunkPolicy
 from specs.errors import ToolError
-from specs.noise import FrameNoise, call_phase, phase_uniforms  # noqa: F401  (phase_uniforms re-exported)
+from specs.noise import FrameNoise, call_phase
 from specs.pack import Pack
 
 GRAPH = "hift"

@@ -228,7 +228,7 @@ def test_estimator_lengths_match_upstream(tiny_v1_model, runners, frames):
 
 
 def test_flow_noise_is_seeded_per_call():
-    from runtime.flow_v1 import FlowNoise
+    from specs.noise import FlowNoise
 
     a, b = FlowNoise(7, 80), FlowNoise(8, 80)
     np.testing.assert_array_equal(a(3, 50), FlowNoise(7, 80)(3, 50))
@@ -242,7 +242,7 @@ def test_flow_noise_is_seeded_per_call():
 def test_offline_call_matches_upstream(tiny_v1_model, stage, n_prompt):
     from exporters.oracles.flow_v1 import TOKEN2MEL_TOLERANCE_V1 as TOL
     from exporters.oracles.flow_v1 import upstream_flow_call
-    from runtime.flow_v1 import FlowNoise
+    from specs.noise import FlowNoise
 
     prompt, gen, feat, emb = _inputs(tiny_v1_model, 100 + n_prompt, n_prompt, 87)
     noise = FlowNoise(1, 80)(0, stage.frames(gen.shape[1], feat.shape[1]))
@@ -264,7 +264,8 @@ def test_window_chain_matches_upstream_token2wav(tiny_v1_model, v1_pack, stage, 
     mel within the token->mel bound. Dropping the cache on a later call is caught."""
     from exporters.oracles.flow_v1 import TOKEN2MEL_TOLERANCE_V1 as TOL
     from exporters.oracles.flow_v1 import upstream_stream_mels
-    from runtime.flow_v1 import FlowCache, FlowNoise
+    from runtime.flow_v1 import FlowCache
+    from specs.noise import FlowNoise
 
     prompt, tokens, feat, emb = _inputs(tiny_v1_model, 200 + n_prompt, n_prompt, 220)
     noise = FlowNoise(5, 80)

@@ -107,8 +107,7 @@ def upstream_stream(hift, policy, windows, seed=SEED, f0=None):
     from cosyvoice.cli.model import CosyVoiceModel
 
     from exporters.graphs.hift_v1 import injected_sinegen
-    from runtime.vocoder import phase_uniforms
-    from specs.noise import FrameNoise
+    from specs.noise import FrameNoise, phase_uniforms
 
     h = hift.m_source.l_sin_gen.harmonic_num + 1
     noise = FrameNoise(seed, policy.samples_per_mel_frame, h)
@@ -267,8 +266,9 @@ def test_source_rounds_the_per_sample_phase_like_upstream(tiny_v1_model):
     """NoisePhaseDrivenSource vs upstream SineGen + SourceModuleHnNSF (noise and phase injected) on 1200 voiced
     frames (307 200 samples): its per-sample phase sum equals torch's double-accumulated float32 cumsum bit for
     bit (a float32 running sum is off by whole cycles there), and the source agrees to float32 rounding."""
-    from exporters.graphs.hift_v1 import injected_sinegen, uniform_phase
+    from exporters.graphs.hift_v1 import injected_sinegen
     from exporters.rewrites.hift_source import NoisePhaseDrivenSource
+    from specs.noise import phase_from_uniforms
 
     hift, frames = tiny_v1_model.hift, 1200
     rng = np.random.default_rng(0)
@@ -288,15 +288,16 @@ def test_source_rounds_the_per_sample_phase_like_upstream(tiny_v1_model):
     with injected_sinegen(noise, u), torch.no_grad():
         want = hift.m_source(per_sample)[0].transpose(1, 2)
     with torch.no_grad():
-        got = src(f0, torch.from_numpy(noise), torch.from_numpy(uniform_phase(u)))
+        got = src(f0, torch.from_numpy(noise), torch.from_numpy(phase_from_uniforms(u)))
         zero_phase = src(f0, torch.from_numpy(noise), torch.zeros(1, 9))
     assert float((got - want).abs().max()) <= 1e-7  # measured 3e-8: sin/linear rounding
     assert float((zero_phase - want).abs().max()) > 1e-2  # the initial phase matters: it must be an input
 
 
 def test_call_phase_is_upstreams_uniform_draw_and_seeded():
-    from exporters.graphs.hift_v1 import injected_sinegen, uniform_phase
-    from runtime.vocoder import call_phase, phase_uniforms
+    from exporters.graphs.hift_v1 import injected_sinegen
+    from runtime.vocoder import call_phase
+    from specs.noise import phase_from_uniforms, phase_uniforms
 
     phases = [call_phase(SEED, k, 9) for k in range(3)]
     for k, phase in enumerate(phases):
@@ -305,7 +306,7 @@ def test_call_phase_is_upstreams_uniform_draw_and_seeded():
             want = torch.distributions.Uniform(-np.pi, np.pi).sample((1, 9, 1)).numpy().reshape(1, 9)  # as SineGen
         want[:, 0] = 0
         np.testing.assert_array_equal(phase, want)
-        np.testing.assert_array_equal(phase, uniform_phase(u))
+        np.testing.assert_array_equal(phase, phase_from_uniforms(u))
         assert phase.dtype == np.float32 and phase[0, 0] == 0 and np.all(np.abs(phase) <= np.pi)
         np.testing.assert_array_equal(phase, call_phase(SEED, k, 9))  # a pure function of (seed, call)
     assert not np.array_equal(phases[0], phases[1]) and not np.array_equal(phases[0], call_phase(SEED + 1, 0, 9))

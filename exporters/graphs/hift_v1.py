@@ -57,9 +57,6 @@ def case_chunk_frames(policy: ChunkPolicy) -> tuple[int, int, int]:
     return window_new_frames(policy, policy.token_hop_len), window_new_frames(policy, second), FINAL_NEW_FRAMES
 
 
-uniform_phase = phase_from_uniforms  # the phase the runtime feeds, from the uniforms upstream's SineGen draws
-
-
 @contextlib.contextmanager
 def injected_sinegen(noise: np.ndarray, u: np.ndarray):
     """Upstream v1 HiFT with its draws pinned for one call: SineGen's `Uniform(-pi, pi).sample((1, H, 1))`
@@ -258,4 +255,4 @@ class HiftV1Exporter(HiftExporter):
         mel = upstream_v1_flow_mel(model.flow, seed, n_tokens).numpy().astype(np.float32)
         assert mel.shape[2] >= total, (mel.shape, total)
         oracle = lambda mel, cache, noise, u: upstream_hift_v1(model.hift, mel, cache, noise, u)  # noqa: E731
-        return hift_stream_cases(mel, frames, s, policy, seed, oracle, phase=uniform_phase)
+        return hift_stream_cases(mel, frames, s, policy, seed, oracle, phase=phase_from_uniforms)
