@@ -63,12 +63,11 @@ def text_tokenizer_files(yaml_path: Path, writer: PackWriter) -> dict:
     }
 
 
-def read_speakers(bundle_root: Path, spk_dim: int | None = None) -> tuple[list[str], np.ndarray]:
-    """Speaker names and their (n, spk_dim) float32 x-vectors from spk2info.pt ([] when the bundle has none).
-    spk_dim None: the first entry's size, the same for all (the model's x-vector size is checked later)."""
+def read_speakers(bundle_root: Path, spk_dim: int) -> tuple[list[str], np.ndarray]:
+    """Speaker names and their (n, spk_dim) float32 x-vectors from spk2info.pt ([] when the bundle has none)."""
     path = bundle_root / SPEAKERS_FILE
     if not path.is_file():
-        return [], np.zeros((0, spk_dim or 0), np.float32)
+        return [], np.zeros((0, spk_dim), np.float32)
     from exporters.model.bundle import read_state_dict
 
     info = read_state_dict(path)  # weights_only load; a dict with str keys
@@ -76,8 +75,6 @@ def read_speakers(bundle_root: Path, spk_dim: int | None = None) -> tuple[list[s
     for name, entry in info.items():
         emb = entry.get("embedding") if isinstance(entry, dict) else None
         shape = tuple(getattr(emb, "shape", ()))
-        if spk_dim is None and emb is not None and shape:
-            spk_dim = int(shape[-1])
         if emb is None or shape not in ((1, spk_dim), (spk_dim,)):
             got = f"shape {list(shape)}" if emb is not None else f"a {type(entry).__name__} without 'embedding'"
             want = f"{{'embedding': (1, {spk_dim}) x-vector}} per speaker"
@@ -87,14 +84,13 @@ def read_speakers(bundle_root: Path, spk_dim: int | None = None) -> tuple[list[s
             raise ToolError(path, f"speaker {name!r} has a non-finite embedding", "finite x-vector values")
         names.append(str(name))
         rows.append(arr)
-    return names, np.stack(rows).astype(np.float32) if rows else np.zeros((0, spk_dim or 0), np.float32)
+    return names, np.stack(rows).astype(np.float32) if rows else np.zeros((0, spk_dim), np.float32)
 
 
-def speaker_files(bundle_root: Path, spk_dim: int, writer: PackWriter) -> tuple[dict, int]:
-    """Write the speakers into the pack; returns (frontend records, number of speakers)."""
-    names, table = read_speakers(bundle_root, spk_dim)
+def speaker_files(names: list[str], table: np.ndarray, writer: PackWriter) -> dict:
+    """Write read_speakers' speakers into the pack; returns the frontend records ({} without speakers)."""
     if not names:
-        return {}, 0
+        return {}
     writer.add_data(SPEAKER_DATA, table, f"x-vectors of the {len(names)} built-in speakers (rows as speakers.json)")
     rel = "frontend/speakers.json"
     writer.path(rel).write_text(json.dumps(names, ensure_ascii=False, indent=0) + "\n")
@@ -104,4 +100,4 @@ def speaker_files(bundle_root: Path, spk_dim: int, writer: PackWriter) -> tuple[
             **file_record(writer.path(rel)),
             "doc": f"built-in speaker names (spk2info.pt), row i of data {SPEAKER_DATA}",
         }
-    }, len(names)
+    }

@@ -62,16 +62,15 @@ def _copy_files(bundle: Bundle, writer: PackWriter, keys) -> dict:
     return out
 
 
-def _copy_frontend_v1(bundle: Bundle, writer: PackWriter, model) -> tuple[dict, dict]:
-    """CosyVoice 1: CAM++ and the speech tokenizer as shipped, the text tokenizer as tiktoken files, the speakers;
-    returns (frontend records, the modes the pack offers)."""
+def _copy_frontend_v1(bundle: Bundle, writer: PackWriter, speakers) -> tuple[dict, dict]:
+    """CosyVoice 1: CAM++ and the speech tokenizer as shipped, the text tokenizer as tiktoken files, the speakers
+    (read_speakers' names and table); returns (frontend records, the modes the pack offers)."""
     from exporters.pipeline.frontend_v1 import speaker_files, text_tokenizer_files
 
     out = _copy_files(bundle, writer, ("campplus", "speech_tokenizer"))
     out.update(text_tokenizer_files(bundle.yaml_path, writer))
-    speakers, n = speaker_files(bundle.root, int(model.flow.spk_embed_affine_layer.in_features), writer)
-    out.update(speakers)
-    return out, {"speakers": n}
+    out.update(speaker_files(*speakers, writer))
+    return out, {"speakers": len(speakers[0])}
 
 
 def _copy_frontend(bundle: Bundle, writer: PackWriter) -> dict:
@@ -107,21 +106,22 @@ def export_pack(
         checked = bundle.verify_official()
         log(f"official size/sha256 verified: {', '.join(checked)}")
     exporters = resolve(graphs, bundle.family)  # before any work: a family without exporters is refused
-    if bundle.family == "cosyvoice1":  # a malformed spk2info.pt is refused before the slow work
-        from exporters.pipeline.frontend_v1 import read_speakers
-
-        read_speakers(bundle.root)  # shapes against the model's x-vector size once it is built
     with PackWriter(out, overwrite=overwrite) as writer:  # validates --out before the slow work
         log(f"loading {bundle.family} bundle {bundle.root}")
         model = bundle.build(with_llm=True)
         policy = chunk_policy(model)
+        speakers = None
+        if bundle.family == "cosyvoice1":  # read once, and a malformed spk2info.pt is refused before the graphs
+            from exporters.pipeline.frontend_v1 import read_speakers
+
+            speakers = read_speakers(bundle.root, int(model.flow.spk_embed_affine_layer.in_features))
         results: list[GraphResult] = []
         for exp in exporters:
             results.extend(export_graph(exp, model, policy, writer, opts))
         hashes = bundle.hashes()
         config = model_config(model)
         if bundle.family == "cosyvoice1":
-            frontend, modes = _copy_frontend_v1(bundle, writer, model)
+            frontend, modes = _copy_frontend_v1(bundle, writer, speakers)
             config["modes"] = {**modes, "instruct": bundle.instruct(hashes)}
         else:
             frontend = _copy_frontend(bundle, writer)
