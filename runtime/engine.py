@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -131,9 +133,11 @@ class PackEngine:
         trt_chunk: str = "stream",
         verify: bool = True,
         llm_threads: int | None = None,
-        chunk_policy_overrides: tuple[tuple[str, int], ...] = (),
+        chunk_policy_overrides: Mapping[str, Any] | None = None,
     ) -> PackEngine:
-        """`chunk_policy_overrides`: (field, value) pairs of ChunkPolicy.TUNABLE fields (tts-run --chunk-policy)."""
+        """`chunk_policy_overrides`: ChunkPolicy.TUNABLE fields to change (tts-run --chunk-policy), checked by
+        ChunkPolicy.with_overrides."""
+        tuned = dict(chunk_policy_overrides or {})
         key = (
             str(Path(pack_dir).resolve()),
             device,
@@ -143,12 +147,11 @@ class PackEngine:
             trt_chunk,
             verify,
             llm_threads,
-            chunk_policy_overrides,
+            json.dumps(tuned, sort_keys=True),  # any JSON values: with_overrides refuses the bad ones
         )
         with _LOCK:
             if key not in _ENGINES:
                 pack = Pack.open(pack_dir)
-                tuned = dict(chunk_policy_overrides)
                 policy = pack.chunk_policy.with_overrides(tuned) if tuned else None
                 _ENGINES[key] = cls(
                     pack,

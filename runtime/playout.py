@@ -94,6 +94,12 @@ class PcmRing:
             i = self._reading = self.head
             return self.blocks[i, : self.lengths[i]], self.meta[i]
 
+    def wait_filled(self, blocks: int) -> None:
+        """Until `blocks` chunks are buffered or the stream is complete (the pre-roll)."""
+        with self._cond:
+            while not self.closed and self.count < blocks:
+                self._cond.wait()
+
     def abort(self) -> None:
         """The consumer stops: a blocked producer returns from put with False."""
         self.finish()
@@ -172,9 +178,7 @@ def play(
     producer = threading.Thread(target=produce, name="tts-producer", daemon=True)
     producer.start()
     try:
-        with ring._cond:  # pre-roll: enough audio buffered, or the stream is complete
-            while not ring.closed and ring.count < preroll_chunks:
-                ring._cond.wait()
+        ring.wait_filled(preroll_chunks)
         jitter: list[float] = []
         clock = None
         played = 0  # samples released so far: the clock's position
